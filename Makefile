@@ -1,0 +1,68 @@
+# gopasst build. `make` writes passt, pasta (symlink), passt.avx2 (built with
+# GOAMD64=v3) and pasta.avx2 at the top of the tree, like the C original.
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+GO      ?= go
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION)
+GOARCH  := $(shell $(GO) env GOARCH)
+
+BIN := passt pasta
+ifeq ($(GOARCH),amd64)
+BIN += passt.avx2 pasta.avx2
+endif
+
+.PHONY: all clean install check test-setup vet unit integration bench bench-quick FORCE
+
+all: $(BIN)
+
+passt: FORCE
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/passt
+
+passt.avx2: FORCE
+	GOAMD64=v3 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/passt
+
+pasta: passt
+	ln -sf passt $@
+
+pasta.avx2: passt.avx2
+	ln -sf passt.avx2 $@
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 755 passt $(DESTDIR)$(BINDIR)/passt
+	ln -sf passt $(DESTDIR)$(BINDIR)/pasta
+	if [ -f passt.avx2 ]; then \
+		install -m 755 passt.avx2 $(DESTDIR)$(BINDIR)/passt.avx2; \
+		ln -sf passt.avx2 $(DESTDIR)$(BINDIR)/pasta.avx2; \
+	fi
+	install -m 644 doc/passt.1 $(DESTDIR)$(MANDIR)/man1/passt.1
+	ln -sf passt.1 $(DESTDIR)$(MANDIR)/man1/pasta.1
+
+clean:
+	rm -f passt pasta passt.avx2 pasta.avx2
+
+# check is what CI runs (.ci/run): install the test dependencies, then
+# formatting, vet, unit tests and the integration tests.
+check: test-setup all vet unit integration
+
+test-setup:
+	test/setup
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test$$' | grep -v '/test/')
+
+integration: all
+	$(GO) test -count=1 -timeout 60m ./test/... -v -args -bin $(CURDIR)
+
+bench: all
+	$(GO) run ./bench/cmd/bench -bin $(CURDIR)
+
+bench-quick: all
+	$(GO) run ./bench/cmd/bench -bin $(CURDIR) -quick

@@ -1,0 +1,50 @@
+// Command passt is gopasst: user-mode networking for qemu VMs (passt mode)
+// and network namespaces (pasta mode, when invoked as "pasta").
+//
+// Start-up order, as in the C original:
+//
+//  1. execOptimised: re-exec into passt.avx2 where the CPU allows it.
+//  2. isolation.Initial: drop capabilities nothing later needs.
+//  3. parseOptions, host discovery: build the configuration.
+//  4. isolation.User: final UID/GID and user namespace.
+//  5. set-up: the guest back end (tap, qemu socket), listening sockets, pcap,
+//     pid and log files: everything the event loop will use.
+//  6. isolation.Prefork: empty root, IPC/UTS/mount(/PID) namespaces,
+//     daemonise.
+//  7. isolation.Postfork: not dumpable, seccomp.
+//  8. the event loop.
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"gopasst/datapath/config"
+)
+
+// version is set at build time from git describe (see the Makefile).
+var version = "unknown"
+
+func init() {
+	// Keep the main goroutine on the main thread for good: goroutines that
+	// enter other namespaces lock their own threads and let them die, and
+	// must never be scheduled onto the thread that runs the event loop.
+	runtime.LockOSThread()
+}
+
+// modeFromName returns the operating mode for the name the program was
+// invoked by: "pasta" and "pasta.avx2" (any path) run pasta mode, anything
+// else passt mode, as the C original decides.
+func modeFromName(argv0 string) config.Mode {
+	if strings.HasPrefix(filepath.Base(argv0), "pasta") {
+		return config.ModePasta
+	}
+	return config.ModePasst
+}
+
+func main() {
+	execOptimised()
+	os.Exit(run(modeFromName(os.Args[0]), os.Args[1:]))
+}
