@@ -1,0 +1,21 @@
+// Package tap holds the guest-side back ends: the tap device of pasta mode,
+// the qemu stream socket of passt mode, and a fake for unit tests. Each moves
+// Ethernet frames in batches; the protocols see only the Out interface for
+// frames towards the guest and receive frames from the guest as byte slices.
+package tap
+
+// Out queues Ethernet frames towards the guest. Frames are written in
+// batches: a protocol asks for a buffer, fills it, commits it, and the event
+// loop flushes everything queued once per turn (or earlier when the queue is
+// full). No call allocates.
+type Out interface {
+	// Frame returns the buffer for the next frame towards the guest,
+	// starting at the Ethernet header, with len == cap == the largest frame
+	// the back end can carry. The buffer stays valid until the next Flush.
+	Frame() []byte
+	// Commit queues the first n bytes of the buffer last returned by Frame.
+	// A frame that is not committed is simply forgotten.
+	Commit(n int)
+	// Flush writes every queued frame to the guest now.
+	Flush()
+}
