@@ -77,6 +77,18 @@ func (d *Device) Frame() []byte {
 	return d.out.Next()
 }
 
+// Reserve implements Out.
+func (d *Device) Reserve(bufs [][]byte) int {
+	if d.out.Cap()-d.out.Len() < len(bufs) {
+		d.Flush()
+	}
+	n := min(len(bufs), d.out.Cap()-d.out.Len())
+	for i := 0; i < n; i++ {
+		bufs[i] = d.out.Slot(d.out.Len() + i)
+	}
+	return n
+}
+
 // Commit implements Out.
 func (d *Device) Commit(n int) { d.out.Commit(n) }
 

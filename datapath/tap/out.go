@@ -16,6 +16,13 @@ type Out interface {
 	// Commit queues the first n bytes of the buffer last returned by Frame.
 	// A frame that is not committed is simply forgotten.
 	Commit(n int)
+	// Reserve fills bufs with the buffers of the next len(bufs) frames
+	// (flushing the queue first if fewer slots are free), for producers that
+	// read many frames at once, e.g. recvmmsg or one TCP read spread over
+	// several frames. It returns how many buffers it filled. They are
+	// committed in order with Commit, the first one first; Frame returns
+	// the first uncommitted one.
+	Reserve(bufs [][]byte) int
 	// Flush writes every queued frame to the guest now.
 	Flush()
 }
