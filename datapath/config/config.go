@@ -33,8 +33,8 @@ func (m Mode) String() string {
 type LogLevel int
 
 const (
-	LogQuiet LogLevel = iota - 1 // -q: errors only
-	LogInfo                      // default: warnings and notable events
+	LogQuiet LogLevel = iota - 1 // -q: warnings and errors only (as the C original's -q)
+	LogInfo                      // default: also notable events
 	LogDebug                     // -d/--debug
 	LogTrace                     // --trace
 )
@@ -46,6 +46,22 @@ var DefaultMAC = [6]byte{0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55}
 // of 4: the largest frame the tap path can carry.
 const DefaultMTU = 65520
 
+// MaxMTU is the largest -m/--mtu accepted: 65535 minus the Ethernet header.
+const MaxMTU = 65521
+
+// Log file sizes (--log-size): the C original's default, and its minimum
+// (5 × max(BUFSIZ, page size)).
+const (
+	DefaultLogSize = 1 << 20
+	MinLogSize     = 5 * 8192
+)
+
+// Limits on what is advertised to the guest, as in the C original.
+const (
+	MaxDNS    = 3 // servers per family
+	MaxSearch = 5 // search domains
+)
+
 // IP holds the per-family addressing, as given or as discovered.
 type IP struct {
 	Enabled bool // family in use (not switched off by -4/-6 or lack of addresses)
@@ -56,6 +72,16 @@ type IP struct {
 	Gateway   netip.Addr // -g, or the host's default gateway
 	OurLL     netip.Addr // IPv6 only: our link-local source (NDP, DHCPv6)
 
+	// LocalMode: no template interface was usable, so the family runs with
+	// link-local addressing (IPv4 169.254.2.1/16 via 169.254.2.2; IPv6 no
+	// address, gateway and our link-local fe80::1). Set by host discovery.
+	LocalMode bool
+	// NoCopyAddrs/NoCopyRoutes: --config-net sets one address (one default
+	// route via Gateway) instead of copying the template's. Set by -a (-g),
+	// local mode, and the deprecated --no-copy-addrs (--no-copy-routes).
+	NoCopyAddrs  bool
+	NoCopyRoutes bool
+
 	// MapHostLoopback is the guest-side address that reaches the host's
 	// loopback (default: the gateway; invalid for none/--no-map-gw).
 	MapHostLoopback netip.Addr
@@ -63,13 +89,17 @@ type IP struct {
 	// address as the guest's (invalid: none).
 	MapGuestAddr netip.Addr
 
-	DNS        []netip.Addr // servers advertised to the guest (≤ 3)
-	DNSMatch   netip.Addr   // guest destination redirected to DNSHost (--dns-forward)
-	DNSHost    netip.Addr   // host resolver DNS-match traffic goes to (--dns-host)
-	Outbound   netip.Addr   // -o: source for host-side sockets
-	OutboundIf string       // --outbound-if4/6
-	Template   string       // interface the addressing was copied from
-	TemplateIx int          // its ifindex, 0 if none
+	// DNS lists the servers advertised to the guest (≤ MaxDNS): the -D
+	// addresses of this family if any were given, else those of
+	// /etc/resolv.conf, loopback ones replaced (see addressing.md §1).
+	DNS      []netip.Addr
+	DNSMatch netip.Addr // guest destination redirected to DNSHost (--dns-forward, or automatic)
+	DNSHost  netip.Addr // host resolver DNS-match traffic goes to (--dns-host, else first nameserver)
+
+	Outbound   netip.Addr // -o: source for host-side sockets
+	OutboundIf string     // --outbound-if4/6: device-bind host-side sockets
+	Template   string     // interface the addressing was copied from
+	TemplateIx int        // its ifindex, 0 if none (local mode)
 }
 
 // Config is everything gopasst needs to know to run.
@@ -78,15 +108,19 @@ type Config struct {
 
 	// Process
 	Log        LogLevel
-	LogFile    string
-	LogSize    int64
-	Foreground bool
-	RunAsUID   int // -1: default
-	RunAsGID   int // -1: default
+	LogFile    string // -l: log to this file (opened by the caller)
+	LogSize    int64  // --log-size: cap of the log file, DefaultLogSize if not given
+	Foreground bool   // -f, or pasta running a command
+	RunAsUID   int    // --runas, -1: default (ours, nobody if root in the init namespace)
+	RunAsGID   int    // --runas, -1: default
 	PcapFile   string
 	PidFile    string
-	FD         int // -F/--fd, -1 if none
-	Stats      time.Duration
+	FD         int           // -F/--fd, -1 if none (implies OneOff)
+	Stats      time.Duration // --stats: minimum interval of event statistics
+	ConfPath   string        // -c/--conf-path: configuration socket (pesto)
+	// ChrootFallback: --chroot-fallback, use chroot() where pivot_root()
+	// fails.
+	ChrootFallback bool
 
 	// Addressing
 	MTU       int // 0: advertise none
@@ -96,10 +130,14 @@ type Config struct {
 	Hostname  string  // -H
 	FQDN      string  // --fqdn
 	V4, V6    IP
-	Search    []string // search domains (≤ 5), nil with -S none
+	Search    []string // search domains (≤ MaxSearch), -S or /etc/resolv.conf
+	NoDNS     bool     // -D none: no servers, no DNS mapping, resolv.conf not read
+	NoSearch  bool     // -S none: no search list, resolv.conf not read for one
 	Freebind  bool
 
-	// What is advertised over DHCP/DHCPv6/RA.
+	// What is advertised over DHCP/DHCPv6/RA: passt by default (off with
+	// --no-dhcp-dns/--no-dhcp-search), pasta only with --dhcp-dns/
+	// --dhcp-search.
 	AdvertiseDNS    bool
 	AdvertiseSearch bool
 
@@ -107,31 +145,42 @@ type Config struct {
 	NoTCP, NoUDP, NoICMP    bool
 	NoDHCP, NoNDP, NoDHCPv6 bool
 	NoRA                    bool
-	NoMapGW                 bool
+	// NoMapGW: --no-map-gw or --map-host-loopback none: no guest address
+	// reaches the host's loopback.
+	NoMapGW bool
 
 	// Forwarding: host to guest (-t/-u) and, pasta only, namespace to
-	// host (-T/-U).
+	// host (-T/-U). Fully parsed and validated by the command line parser
+	// (fwd.Table), defaults applied: passt none, pasta auto.
 	TCPIn, UDPIn, TCPOut, UDPOut fwd.Spec
 
 	// passt only
-	Socket            string // -s
-	OneOff            bool
+	Socket            string // -s, "" to probe /tmp/passt_N.socket
+	OneOff            bool   // -1, or -F
 	VhostUser         bool
 	PrintCapabilities bool
+	RepairPath        string // --repair-path (vhost-user)
 
 	// pasta only
 	NSIfName       string // -I
 	UserNS         string // --userns
-	NetNS          string // --netns (resolved path)
-	NetNSOnly      bool
+	NetNS          string // --netns (resolved: NAME is /run/netns/NAME), or /proc/PID/ns/net
+	NetNSOnly      bool   // do not join or create a user namespace
 	NoNetNSQuit    bool
 	ConfigNet      bool
-	NoSplice       bool
+	NoSplice       bool // always set in passt mode
+	SpliceOnly     bool // --splice-only: no tap, loopback forwarding only
 	HostLoToNSLo   bool
 	TargetPID      int      // pasta PID: attach to this process's namespaces; 0 if none
-	Command        []string // pasta [COMMAND [ARGS...]]
-	NoCopyRoutes   bool
-	NoCopyAddrs    bool
-	EphemeralFirst uint16 // ip_local_port_range of the host, read at start
+	Command        []string // pasta [COMMAND [ARGS...]]; empty: the user's shell when spawning
+	NoCopyRoutes   bool     // --no-copy-routes given (effective per family: IP.NoCopyRoutes)
+	NoCopyAddrs    bool     // --no-copy-addrs given (effective per family: IP.NoCopyAddrs)
+	EphemeralFirst uint16   // ip_local_port_range of the host, read at start
 	EphemeralLast  uint16
+}
+
+// Spawning reports whether pasta creates its own namespace to run Command
+// (or a shell) in, rather than joining one (PID or --netns).
+func (c *Config) Spawning() bool {
+	return c.Mode == ModePasta && c.NetNS == "" && c.TargetPID == 0
 }
