@@ -323,3 +323,29 @@ func TestNoAllocs(t *testing.T) {
 	}
 	_ = sink
 }
+
+func TestPutDNSName(t *testing.T) {
+	b := make([]byte, 300)
+	for _, c := range []struct {
+		name string
+		want string
+		err  error
+	}{
+		{"example.com", "\x07example\x03com\x00", nil},
+		{"example.com.", "\x07example\x03com\x00", nil},
+		{"", "\x00", nil},
+		{".", "\x00", nil},
+		{"a..b", "", ErrDNSName},
+		{"a..", "", ErrDNSName},
+		{".a", "", ErrDNSName},
+		{string(make([]byte, 64)), "", ErrDNSName},
+	} {
+		n, err := PutDNSName(b, c.name)
+		if !errors.Is(err, c.err) || (err == nil && string(b[:n]) != c.want) {
+			t.Errorf("%q: % x %v", c.name, b[:n], err)
+		}
+	}
+	if _, err := PutDNSName(b[:5], "example.com"); !errors.Is(err, ErrTruncated) {
+		t.Errorf("short buffer: %v", err)
+	}
+}
