@@ -6,8 +6,11 @@ package ndp
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -349,6 +352,8 @@ func TestNoAllocs(t *testing.T) {
 }
 
 func FuzzHandle(f *testing.F) {
+	f.Add(load(f, "kernel-rs"))
+	f.Add(load(f, "kernel-ns"))
 	f.Add(rs(guestLL))
 	f.Add(rs(netip.IPv6Unspecified()))
 	f.Add(ns(guestLL, ourLL))
@@ -378,4 +383,44 @@ func FuzzOptions(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = checkOptions(b)
 	})
+}
+
+// load reads a captured frame from testdata (hex, '#' comments).
+func load(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name + ".hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s strings.Builder
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			s.WriteString(strings.ReplaceAll(l, " ", ""))
+		}
+	}
+	f, err := hex.DecodeString(s.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestKernel feeds the RS and NS a Linux 6.x guest sent on a veth
+// (testdata/kernel-*.hex, MAC 52:54:00:12:34:56).
+func TestKernel(t *testing.T) {
+	out := &fakeOut{keep: true}
+	if err := Handle(testConfig(), &guest.State{}, out, load(t, "kernel-rs")); err != nil {
+		t.Fatal(err)
+	}
+	if m := checkIPv6(t, out.frames[0], guestMAC, guestLL); m[0] != 134 {
+		t.Fatal("no RA")
+	}
+	out = &fakeOut{keep: true}
+	if err := Handle(testConfig(), &guest.State{}, out, load(t, "kernel-ns")); err != nil {
+		t.Fatal(err)
+	}
+	m := checkIPv6(t, out.frames[0], guestMAC, guestLL)
+	if m[0] != 136 || netip.AddrFrom16([16]byte(m[8:24])) != ourLL {
+		t.Fatalf("NA % x", []byte(m))
+	}
 }
