@@ -210,7 +210,7 @@ func (st *parseState) finish(operands []string) error {
 
 	if cfg.Mode == config.ModePasst {
 		if len(operands) > 0 {
-			return fmt.Errorf("%s: extra non-option argument: '%s'", st.prog, operands[0])
+			return fmt.Errorf("%s: extra non-option argument: '%s'", st.prog, esc(operands[0]))
 		}
 		cfg.NoSplice = true
 	} else {
@@ -259,7 +259,7 @@ func (st *parseState) pastaNamespace(operands []string) error {
 	if len(operands) == 1 && isDecimal(operands[0]) {
 		pid, err := strconv.ParseUint(operands[0], 10, 31)
 		if err != nil || pid == 0 {
-			return fmt.Errorf("%s: invalid PID %s", st.prog, operands[0])
+			return fmt.Errorf("%s: invalid PID %s", st.prog, esc(operands[0]))
 		}
 		cfg.TargetPID = int(pid)
 		cfg.NetNS = fmt.Sprintf("/proc/%d/ns/net", pid)
@@ -426,7 +426,7 @@ func (st *parseState) checkIfName(val string) error {
 	if err := st.checkString(val, ifNameSize); err != nil {
 		return err
 	}
-	if val == "." || val == ".." || strings.ContainsAny(val, "/: \t\n") {
+	if val == "." || val == ".." || strings.ContainsFunc(val, func(r rune) bool { return r <= ' ' || r == '/' || r == ':' || r >= 0x7f }) {
 		return st.invalid(val, "not an interface name")
 	}
 	return nil

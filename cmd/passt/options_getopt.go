@@ -10,8 +10,16 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
+
+// esc escapes what the user typed for an error line: control characters
+// and non-UTF-8 bytes as Go escapes, so that an error is always one line.
+func esc(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
 
 // argKind says whether an option takes an argument.
 type argKind uint8
@@ -80,7 +88,7 @@ func (g *getopt) scan() (opt scanned, ok bool, err error) {
 		}
 	}
 	if def == nil {
-		return scanned{}, false, fmt.Errorf("%s: invalid option -- '%c'", g.prog, c)
+		return scanned{}, false, fmt.Errorf("%s: invalid option -- '%s'", g.prog, esc(string([]byte{c})))
 	}
 	opt = scanned{def: def, name: "-" + string(c)}
 	if def.arg == requiredArg {
@@ -91,7 +99,7 @@ func (g *getopt) scan() (opt scanned, ok bool, err error) {
 			opt.value = g.args[g.next]
 			g.next++
 		default:
-			return scanned{}, false, fmt.Errorf("%s: option requires an argument -- '%c'", g.prog, c)
+			return scanned{}, false, fmt.Errorf("%s: option requires an argument -- '%s'", g.prog, esc(string([]byte{c})))
 		}
 	}
 	return opt, true, nil
@@ -123,11 +131,11 @@ func (g *getopt) long(word string) (scanned, bool, error) {
 		}
 	}
 	if def == nil {
-		return scanned{}, false, fmt.Errorf("%s: unrecognized option '--%s'", g.prog, name)
+		return scanned{}, false, fmt.Errorf("%s: unrecognized option '--%s'", g.prog, esc(name))
 	}
 	if ambiguous {
 		return scanned{}, false, fmt.Errorf("%s: option '--%s' is ambiguous; possibilities: %s",
-			g.prog, name, strings.Join(candidates, " "))
+			g.prog, esc(name), strings.Join(candidates, " "))
 	}
 found:
 	opt := scanned{def: def, name: "--" + full}

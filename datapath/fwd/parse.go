@@ -454,10 +454,11 @@ func (p *parser) ifspec() (string, bool, error) {
 }
 
 // checkIfName validates a network interface name as the kernel would
-// (dev_valid_name): 1 to 15 bytes, not "." or "..", no "/", ":" or space.
+// (dev_valid_name): 1 to 15 bytes, not "." or "..", no "/", ":" or white
+// space; control characters and non-ASCII bytes are refused as well.
 func checkIfName(name string) error {
 	if name == "" || len(name) > 15 || name == "." || name == ".." ||
-		strings.ContainsAny(name, "/: \t\n") {
+		strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r == '/' || r == ':' || r >= 0x7f }) {
 		return fmt.Errorf("invalid interface name %q", name)
 	}
 	return nil
