@@ -1,0 +1,446 @@
+// The configurations: kernel references, peers and gopasst, each set up
+// into an instance the tests run against, probed, and torn down.
+
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopasst/bench/report"
+)
+
+// config is one column family of the tables: an implementation, a path
+// and an MTU.
+type config struct {
+	label  string // as the tables show it
+	role   string // report.Role*
+	mode   string // "pasta", "passt"; "" for kernel references
+	path   string // "tap", "splice"
+	mtu    int    // 0: none (loopback, splice)
+	kind   string // "loopback", "veth", "pasta", "slirp4netns"
+	bin    string // the translator's binary
+	family string // configurations that share a probe verdict
+	tags   []string
+}
+
+// name returns a short description for notes and logs.
+func (c config) name() string {
+	if c.mtu == 0 {
+		return fmt.Sprintf("%s (%s path)", c.label, c.path)
+	}
+	return fmt.Sprintf("%s (%s path, MTU %d)", c.label, c.path, c.mtu)
+}
+
+// selected reports whether c matches one of the -only tokens (none: all).
+func (c config) selected(only []string) bool {
+	if len(only) == 0 {
+		return true
+	}
+	for _, o := range only {
+		for _, t := range c.tags {
+			if strings.EqualFold(o, t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// configs returns the configurations of the run, in the order they run:
+// references first, then peers, then gopasst; those whose program is
+// absent are left out with a note.
+func (e *env) configs() []config {
+	var out []config
+	p := e.prof
+	add := func(c config) {
+		if !c.selected(e.opts.Only) {
+			return
+		}
+		if c.mtu != 0 && len(e.opts.MTUs) > 0 {
+			keep := false
+			for _, m := range e.opts.MTUs {
+				keep = keep || m == c.mtu
+			}
+			if !keep {
+				return
+			}
+		}
+		out = append(out, c)
+	}
+	add(config{label: "loopback", role: report.RoleKernel, path: "splice", kind: "loopback",
+		family: "loopback", tags: []string{"loopback", "kernel", "splice"}})
+	for _, m := range p.vethMTUs {
+		add(config{label: "veth", role: report.RoleKernel, path: "tap", mtu: m, kind: "veth",
+			family: "veth", tags: []string{"veth", "kernel", "tap"}})
+	}
+	pastaPeer, havePasta := lookPath("pasta")
+	if havePasta {
+		for _, m := range p.tapMTUs {
+			add(config{label: "Debian pasta", role: report.RolePeer, mode: "pasta", path: "tap", mtu: m, kind: "pasta",
+				bin: pastaPeer, family: "debian-pasta-tap", tags: []string{"debian", "debian-pasta", "peer", "tap"}})
+		}
+		add(config{label: "Debian pasta", role: report.RolePeer, mode: "pasta", path: "splice", kind: "pasta",
+			bin: pastaPeer, family: "debian-pasta-splice", tags: []string{"debian", "debian-pasta", "peer", "splice"}})
+	} else {
+		e.note("Debian pasta: not installed (package passt; test/setup installs it): column left out")
+	}
+	if slirp, ok := lookPath("slirp4netns"); ok {
+		for _, m := range p.slirpMTUs {
+			add(config{label: "slirp4netns", role: report.RolePeer, mode: "pasta", path: "tap", mtu: m, kind: "slirp4netns",
+				bin: slirp, family: "slirp4netns", tags: []string{"slirp4netns", "slirp", "peer", "tap"}})
+		}
+	} else {
+		e.note("slirp4netns: not installed (test/setup installs it): column left out")
+	}
+	for i, b := range e.opts.ExtraPasta {
+		label := fmt.Sprintf("pasta %s", b)
+		fam := "extra-" + strconv.Itoa(i)
+		for _, m := range p.tapMTUs {
+			add(config{label: label, role: report.RoleExtra, mode: "pasta", path: "tap", mtu: m, kind: "pasta",
+				bin: b, family: fam + "-tap", tags: []string{"extra", "tap"}})
+		}
+		add(config{label: label, role: report.RoleExtra, mode: "pasta", path: "splice", kind: "pasta",
+			bin: b, family: fam + "-splice", tags: []string{"extra", "splice"}})
+	}
+	if len(e.opts.ExtraPasst) > 0 {
+		e.note("--passt builds: passt mode is not measured yet (no guest back end in the harness): left out")
+	}
+	ours := filepath.Join(e.opts.Bin, "pasta")
+	if _, err := os.Stat(ours); err != nil {
+		e.note(fmt.Sprintf("gopasst pasta: %s not built (run make): column left out", ours))
+	} else {
+		for _, m := range p.tapMTUs {
+			add(config{label: "gopasst pasta", role: report.RoleOurs, mode: "pasta", path: "tap", mtu: m, kind: "pasta",
+				bin: ours, family: "gopasst-tap", tags: []string{"gopasst", "gopasst-tap", "ours", "tap"}})
+		}
+		add(config{label: "gopasst pasta", role: report.RoleOurs, mode: "pasta", path: "splice", kind: "pasta",
+			bin: ours, family: "gopasst-splice", tags: []string{"gopasst", "gopasst-splice", "ours", "splice"}})
+	}
+	return out
+}
+
+// lookPath returns the path of program name and whether it was found.
+func lookPath(name string) (string, bool) {
+	p, err := exec.LookPath(name)
+	return p, err == nil
+}
+
+// instance is a configuration set up and ready for tests.
+type instance struct {
+	cfg        config
+	ns         *netns    // the namespace side; nil: the outer namespace itself
+	hostTarget [2]string // where namespace clients reach host servers, IPv4 and IPv6 ("": none)
+	nsTarget   [2]string // where host clients reach namespace servers
+	translator *proc
+	ifname     string
+	nsIperf    *proc
+	nsRR       *proc
+	undo       []func()
+	peakRSS    int64 // KiB, sampled after each test
+}
+
+// nsPrefix returns the command prefix that runs in the namespace side.
+func (in *instance) nsPrefix() []string {
+	if in.ns == nil {
+		return nil
+	}
+	return in.ns.prefix
+}
+
+// errNotWorking marks a configuration whose probe failed.
+type errNotWorking struct{ reason string }
+
+// Error returns the reason.
+func (e errNotWorking) Error() string { return "not working: " + e.reason }
+
+// setup brings configuration c up and probes it; on failure everything it
+// started is ended again.
+func (e *env) setup(ctx context.Context, c config) (*instance, error) {
+	in := &instance{cfg: c}
+	var err error
+	switch c.kind {
+	case "loopback":
+		in.hostTarget = [2]string{"127.0.0.1", "::1"}
+		in.nsTarget = in.hostTarget
+	case "veth":
+		err = e.setupVeth(ctx, in)
+	case "pasta":
+		err = e.setupPasta(ctx, in)
+	case "slirp4netns":
+		err = e.setupSlirp(ctx, in)
+	default:
+		err = fmt.Errorf("unknown configuration kind %q", c.kind)
+	}
+	if err == nil {
+		err = e.startNSServers(in)
+	}
+	if err == nil && c.role != report.RoleKernel {
+		err = e.probe(ctx, in)
+	}
+	if err != nil {
+		e.teardown(in)
+		return nil, err
+	}
+	return in, nil
+}
+
+// teardown ends everything the instance started, newest first.
+func (e *env) teardown(in *instance) {
+	if in.translator != nil && !in.translator.exited() {
+		if kb, err := peakRSSKiB(in.translator.pid()); err == nil && kb > in.peakRSS {
+			in.peakRSS = kb
+		}
+	}
+	e.procs.stop(in.nsIperf, time.Second)
+	e.procs.stop(in.nsRR, time.Second)
+	e.procs.stop(in.translator, 2*time.Second)
+	for i := len(in.undo) - 1; i >= 0; i-- {
+		in.undo[i]()
+	}
+	if in.ns != nil {
+		e.procs.stop(in.ns.holder, time.Second)
+	}
+}
+
+// setupVeth makes the kernel reference: a veth pair at the configuration's
+// MTU between the outer namespace and a new one.
+func (e *env) setupVeth(ctx context.Context, in *instance) error {
+	ns, err := e.newNetns(ctx, false)
+	if err != nil {
+		return err
+	}
+	in.ns = ns
+	mtu := strconv.Itoa(in.cfg.mtu)
+	pid := strconv.Itoa(ns.pid())
+	host := [][]string{
+		{"ip", "link", "add", "vb0", "mtu", mtu, "type", "veth", "peer", "name", "vb1", "mtu", mtu},
+		{"ip", "link", "set", "vb1", "netns", pid},
+		{"ip", "addr", "add", vethHost4 + "/24", "dev", "vb0"},
+		{"ip", "-6", "addr", "add", vethHost6 + "/64", "dev", "vb0", "nodad"},
+		{"ip", "link", "set", "vb0", "up"},
+	}
+	for i, c := range host {
+		if _, _, err := run(ctx, 5*time.Second, c); err != nil {
+			return fmt.Errorf("veth: %w", err)
+		}
+		if i == 0 {
+			in.undo = append(in.undo, func() { _, _, _ = run(context.Background(), 5*time.Second, []string{"ip", "link", "del", "vb0"}) })
+		}
+	}
+	for _, c := range [][]string{
+		{"ip", "addr", "add", vethNS4 + "/24", "dev", "vb1"},
+		{"ip", "-6", "addr", "add", vethNS6 + "/64", "dev", "vb1", "nodad"},
+		{"ip", "link", "set", "vb1", "up"},
+	} {
+		if _, err := ns.run(ctx, 5*time.Second, c...); err != nil {
+			return fmt.Errorf("veth namespace side: %w", err)
+		}
+	}
+	in.ifname = "vb1"
+	in.hostTarget = [2]string{vethHost4, vethHost6}
+	in.nsTarget = [2]string{vethNS4, vethNS6}
+	if !ns.waitAddr(ctx, "vb1", 4, 3*time.Second) {
+		return errors.New("veth: no IPv4 address")
+	}
+	return nil
+}
+
+// portList returns ports as pasta's comma-separated list.
+func portList(ports ...int) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+// setupPasta starts a pasta (Debian's, ours, or another build) attached
+// to a new namespace, with the command line of the C original's tests:
+// the namespace's servers forwarded from the host (-t/-u); on the splice
+// path also the host's servers forwarded from the namespace (-T/-U).
+func (e *env) setupPasta(ctx context.Context, in *instance) error {
+	ns, err := e.newNetns(ctx, true)
+	if err != nil {
+		return err
+	}
+	in.ns = ns
+	in.ifname = "tap0"
+	mtu := in.cfg.mtu
+	if mtu == 0 {
+		mtu = 65520
+	}
+	toNS := portList(nsPortIperf, nsPortRR, nsPortCtl)
+	toHost := "none"
+	if in.cfg.path == "splice" {
+		toHost = portList(hostPortIperf, hostPortRR, hostPortCtl)
+	}
+	args := []string{in.cfg.bin, "--config-net", "-f", "-I", "tap0", "--mtu", strconv.Itoa(mtu),
+		"-t", toNS, "-u", toNS, "-T", toHost, "-U", toHost, "--runas", "0", strconv.Itoa(ns.pid())}
+	tr, err := e.procs.start(in.cfg.label, e.pin(e.cpuTranslator, args))
+	if err != nil {
+		return errNotWorking{err.Error()}
+	}
+	in.translator = tr
+	if !ns.waitAddr(ctx, "tap0", 4, 5*time.Second) {
+		why := "tap0 got no IPv4 address within 5 s"
+		if tr.exited() {
+			why = fmt.Sprintf("exited (%v)", tr.err)
+		}
+		return errNotWorking{fmt.Sprintf("%s: %s", why, lastLine(tr.output()))}
+	}
+	if in.cfg.path == "splice" {
+		in.hostTarget = [2]string{"127.0.0.1", "::1"}
+		in.nsTarget = [2]string{"127.0.0.1", "::1"}
+	} else {
+		in.hostTarget = [2]string{hostGW4, hostGW6}
+		in.nsTarget = [2]string{hostAddr4, hostAddr6}
+	}
+	if !ns.waitAddr(ctx, "tap0", 6, 3*time.Second) {
+		e.logf("%s: no usable IPv6 address on tap0: IPv6 tests will fail", in.cfg.name())
+	}
+	return nil
+}
+
+// lastLine returns the last non-empty line of s, shortened.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	l := strings.TrimSpace(lines[len(lines)-1])
+	if len(l) > 200 {
+		l = l[:200] + "..."
+	}
+	if l == "" {
+		return "no output"
+	}
+	return l
+}
+
+// setupSlirp starts slirp4netns on a new namespace: the namespace reaches
+// the host's loopback at 10.0.2.2 and host ports are forwarded through its
+// API socket. It has no IPv6 path to the host's loopback here.
+func (e *env) setupSlirp(ctx context.Context, in *instance) error {
+	ns, err := e.newNetns(ctx, true)
+	if err != nil {
+		return err
+	}
+	in.ns = ns
+	in.ifname = "tap0"
+	sock := filepath.Join(e.sockDir, fmt.Sprintf("slirp-%d.sock", ns.pid()))
+	args := []string{in.cfg.bin, "--configure", "--mtu=" + strconv.Itoa(in.cfg.mtu), "--api-socket", sock,
+		strconv.Itoa(ns.pid()), "tap0"}
+	tr, err := e.procs.start("slirp4netns", e.pin(e.cpuTranslator, args))
+	if err != nil {
+		return errNotWorking{err.Error()}
+	}
+	in.translator = tr
+	in.undo = append(in.undo, func() { os.Remove(sock) })
+	if !ns.waitAddr(ctx, "tap0", 4, 5*time.Second) {
+		return errNotWorking{"tap0 got no IPv4 address within 5 s: " + lastLine(tr.output())}
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		for _, port := range []int{nsPortIperf, nsPortRR, nsPortCtl} {
+			if err := slirpHostfwd(sock, proto, port); err != nil {
+				return errNotWorking{err.Error()}
+			}
+		}
+	}
+	in.hostTarget = [2]string{"10.0.2.2", ""}
+	in.nsTarget = [2]string{hostAddr4, ""}
+	return nil
+}
+
+// slirpHostfwd asks slirp4netns, through its API socket, to forward host
+// port to the same port of the namespace's address (10.0.2.100).
+func slirpHostfwd(sock, proto string, port int) error {
+	var conn net.Conn
+	var err error
+	waitFor(3*time.Second, func() bool {
+		conn, err = net.DialTimeout("unix", sock, time.Second)
+		return err == nil
+	})
+	if err != nil {
+		return fmt.Errorf("slirp4netns API: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	req := map[string]any{"execute": "add_hostfwd", "arguments": map[string]any{
+		"proto": proto, "host_addr": "0.0.0.0", "host_port": port, "guest_port": port}}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return fmt.Errorf("slirp4netns API: %w", err)
+	}
+	var resp map[string]any
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		return fmt.Errorf("slirp4netns API reply: %w", err)
+	}
+	if e, ok := resp["error"]; ok {
+		return fmt.Errorf("slirp4netns add_hostfwd %s %d: %v", proto, port, e)
+	}
+	return nil
+}
+
+// startNSServers starts the namespace side's iperf3 and rr servers and
+// waits until they listen.
+func (e *env) startNSServers(in *instance) error {
+	var err error
+	in.nsIperf, err = e.startServer("namespace iperf3", in.nsPrefix(), []string{"iperf3", "-s", "-p", strconv.Itoa(nsPortIperf)}, nsPortIperf)
+	if err != nil {
+		return err
+	}
+	if e.neper == "" {
+		in.nsRR, err = e.startServer("namespace rr", in.nsPrefix(), append(append([]string{}, e.rrCmd...), "-P", strconv.Itoa(nsPortRR)), nsPortRR)
+	}
+	return err
+}
+
+// startServer starts a server (inside prefix, pinned to the server CPU)
+// and waits up to 3 s until its namespace has port listening.
+func (e *env) startServer(name string, prefix, args []string, port int) (*proc, error) {
+	full := e.pin(e.cpuServer, append(append([]string{}, prefix...), args...))
+	pr, err := e.procs.start(name, full)
+	if err != nil {
+		return nil, err
+	}
+	if !waitFor(3*time.Second, func() bool { return !pr.exited() && listening(pr.pid(), port) }) {
+		e.procs.stop(pr, time.Second)
+		return nil, fmt.Errorf("%s did not listen on port %d: %s", name, port, lastLine(pr.output()))
+	}
+	return pr, nil
+}
+
+// probe checks, bounded in time, that a namespace client reaches the host
+// side through the translator: one tcp_rr transaction to the host's rr
+// server with a 2 s timeout. On the splice path it also checks that the
+// tap did not carry the probe.
+func (e *env) probe(ctx context.Context, in *instance) error {
+	before := in.ns.tapBytes(in.ifname)
+	args := append(append(append([]string{}, in.nsPrefix()...), e.rrCmd...),
+		"-c", "-H", in.hostTarget[0], "-P", strconv.Itoa(hostPortRR), "-n", "1", "-l", "0", "-timeout", "2s")
+	if e.neper != "" {
+		// neper's servers are per test: probe the iperf3 server's port
+		// with a plain connection instead.
+		args = append(append([]string{}, in.nsPrefix()...), "bash", "-c",
+			fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", in.hostTarget[0], hostPortIperf))
+	}
+	if _, _, err := run(ctx, 4*time.Second, args); err != nil {
+		why := fmt.Sprintf("no TCP connection from the namespace to %s:%d: %v", in.hostTarget[0], hostPortRR, err)
+		if in.translator != nil && in.translator.exited() {
+			why += "; translator exited: " + lastLine(in.translator.output())
+		}
+		return errNotWorking{why}
+	}
+	if in.cfg.path == "splice" {
+		if d := in.ns.tapBytes(in.ifname) - before; d >= 200 {
+			return errNotWorking{fmt.Sprintf("the probe to 127.0.0.1 crossed the tap (%d bytes): no splice path", d)}
+		}
+	}
+	return nil
+}

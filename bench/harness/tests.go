@@ -1,0 +1,341 @@
+// The tests, the two profiles, and running one test against an instance.
+
+package harness
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopasst/bench/report"
+	"gopasst/bench/toolout"
+)
+
+// testSpec is one measurement on one instance, filling one table row (and
+// the CPU row of TCP tests, the loss row of fixed-rate UDP).
+type testSpec struct {
+	row     string // report row
+	kind    string // "tcp", "udp", "rr"
+	family  int    // 4 or 6
+	out     bool   // namespace to host (client in the namespace)
+	rate    string // UDP: iperf3 -b ("0": flood)
+	rr      string // RR: tcp_rr, tcp_crr, udp_rr
+	lossRow string
+	cpuRow  string
+	// largestOnly: only at a configuration family's largest MTU, as the C
+	// original measures latency once per table.
+	largestOnly bool
+}
+
+// tags returns the words -tests matches against.
+func (t testSpec) tags() []string {
+	dir := "in"
+	if t.out {
+		dir = "out"
+	}
+	tags := []string{t.row, t.kind, "ipv" + strconv.Itoa(t.family), dir}
+	if t.kind == "rr" {
+		tags = append(tags, t.rr, strings.TrimSuffix(t.rr, "_rr")+"rr", "latency")
+		if t.rr == "tcp_crr" {
+			tags = append(tags, "crr")
+		}
+	} else {
+		tags = append(tags, "throughput")
+	}
+	return tags
+}
+
+// selected reports whether t matches one of the -tests tokens (none: all).
+func (t testSpec) selected(only []string) bool {
+	if len(only) == 0 {
+		return true
+	}
+	for _, o := range only {
+		for _, g := range t.tags() {
+			if strings.EqualFold(o, g) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// allTests is the full profile's list, in the order rows are published.
+var allTests = []testSpec{
+	{row: "tcp6-out", kind: "tcp", family: 6, out: true},
+	{row: "tcp4-out", kind: "tcp", family: 4, out: true, cpuRow: "cpu-tcp4-out"},
+	{row: "tcp6-in", kind: "tcp", family: 6},
+	{row: "tcp4-in", kind: "tcp", family: 4, cpuRow: "cpu-tcp4-in"},
+	{row: "udp6-out", kind: "udp", family: 6, out: true, rate: "0"},
+	{row: "udp4-out", kind: "udp", family: 4, out: true, rate: "0"},
+	{row: "udp4-in", kind: "udp", family: 4, rate: "0"},
+	{row: "udp4-out-1g", kind: "udp", family: 4, out: true, rate: "1G", lossRow: "udp4-out-1g-loss"},
+	{row: "tcprr4-out", kind: "rr", family: 4, out: true, rr: "tcp_rr", largestOnly: true},
+	{row: "tcprr4-in", kind: "rr", family: 4, rr: "tcp_rr", largestOnly: true},
+	{row: "tcpcrr4-out", kind: "rr", family: 4, out: true, rr: "tcp_crr", largestOnly: true},
+	{row: "tcpcrr4-in", kind: "rr", family: 4, rr: "tcp_crr", largestOnly: true},
+	{row: "udprr4-out", kind: "rr", family: 4, out: true, rr: "udp_rr", largestOnly: true},
+	{row: "udprr4-in", kind: "rr", family: 4, rr: "udp_rr", largestOnly: true},
+}
+
+// profile is what a run measures and for how long.
+type profile struct {
+	name      string
+	reps      int
+	tcpSecs   int           // iperf3 TCP test length
+	udpSecs   int           // iperf3 UDP test length
+	rrLen     time.Duration // RR test length
+	streams   int           // iperf3 -P for TCP, as the C original's tables
+	tests     []string      // rows; nil: all
+	tapMTUs   []int
+	vethMTUs  []int
+	slirpMTUs []int
+}
+
+// profiles: the full matrix fits 15 minutes on 2 cores, the quick one 3.
+var profiles = map[string]profile{
+	"full": {name: "full", reps: 3, tcpSecs: 2, udpSecs: 1, rrLen: time.Second, streams: 2,
+		tapMTUs: []int{1500, 4000, 16384, 65520}, vethMTUs: []int{1500, 65520}, slirpMTUs: []int{1500, 65520}},
+	"quick": {name: "quick", reps: 1, tcpSecs: 1, udpSecs: 1, rrLen: 500 * time.Millisecond, streams: 2,
+		tests:   []string{"tcp4-out", "tcp4-in", "udp4-out", "tcprr4-out", "tcpcrr4-out", "udprr4-out"},
+		tapMTUs: []int{65520}, vethMTUs: []int{65520}, slirpMTUs: []int{65520}},
+}
+
+// tests returns the tests of the run for configuration c.
+func (e *env) tests(c config, largest bool) []testSpec {
+	var out []testSpec
+	for _, t := range allTests {
+		if e.prof.tests != nil {
+			keep := false
+			for _, r := range e.prof.tests {
+				keep = keep || r == t.row
+			}
+			if !keep {
+				continue
+			}
+		}
+		if !t.selected(e.opts.Tests) {
+			continue
+		}
+		if t.largestOnly && !largest {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// udpLen returns the iperf3 datagram length that fills one packet of mtu:
+// the MTU less 28 bytes of IPv4 and UDP headers or 48 of IPv6 and UDP, as
+// the C original's UDP tables do; without an MTU, the largest datagram.
+func udpLen(mtu, family int) int {
+	hdr := 28
+	if family == 6 {
+		hdr = 48
+	}
+	if mtu == 0 || mtu > 65535 {
+		mtu = 65535
+	}
+	return mtu - hdr
+}
+
+// tcpWindow returns iperf3's -w (and -l) for a TCP test, the C original's
+// choices: on the tap path, namespace to host, 512k at MTU 1500, 1M at
+// 4000, 8M above; on the loopback path -w 4M -l 1M; host to namespace
+// over the tap, the defaults.
+func tcpWindow(c config, t testSpec) []string {
+	if c.path == "splice" {
+		return []string{"-w", "4M", "-l", "1M"}
+	}
+	if !t.out {
+		return nil
+	}
+	switch {
+	case c.mtu <= 1500:
+		return []string{"-w", "512K"}
+	case c.mtu <= 4000:
+		return []string{"-w", "1M"}
+	}
+	return []string{"-w", "8M"}
+}
+
+// sample returns a sample of test row for instance in, repetition rep.
+func sample(in *instance, rep int, row string, v float64, err error) report.Sample {
+	s := report.Sample{Rep: rep, Config: in.cfg.label, Role: in.cfg.role, Mode: in.cfg.mode,
+		Path: in.cfg.path, MTU: in.cfg.mtu, Row: row, Value: v}
+	if err != nil {
+		s.Err = err.Error()
+		s.Value = 0
+	}
+	return s
+}
+
+// sides returns, for test t on in, the client's command prefix, the
+// address it connects to, and whether the server side is the namespace.
+func (e *env) sides(in *instance, t testSpec) (prefix []string, target string, nsServer bool) {
+	i := 0
+	if t.family == 6 {
+		i = 1
+	}
+	if t.out {
+		return in.nsPrefix(), in.hostTarget[i], false
+	}
+	return nil, in.nsTarget[i], true
+}
+
+// runTest runs test t on instance in and returns its samples: the figure,
+// or an error sample when the test failed.
+func (e *env) runTest(ctx context.Context, rep int, in *instance, t testSpec) []report.Sample {
+	prefix, target, nsServer := e.sides(in, t)
+	if target == "" {
+		return []report.Sample{sample(in, rep, t.row, 0, fmt.Errorf("no IPv%d path in this configuration", t.family))}
+	}
+	var out []report.Sample
+	switch t.kind {
+	case "tcp", "udp":
+		port := hostPortIperf
+		if nsServer {
+			port = nsPortIperf
+		}
+		secs := e.prof.tcpSecs
+		if t.kind == "udp" {
+			secs = e.prof.udpSecs
+		}
+		args := []string{"iperf3", "-c", target, "-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-J",
+			"--connect-timeout", "3000"}
+		if t.kind == "tcp" {
+			args = append(args, "-Z", "-P", strconv.Itoa(e.prof.streams))
+			args = append(args, tcpWindow(in.cfg, t)...)
+		} else {
+			args = append(args, "-u", "-b", t.rate, "-l", strconv.Itoa(udpLen(in.cfg.mtu, t.family)))
+		}
+		cpu0 := e.translatorTicks(in)
+		stdout, _, err := run(ctx, time.Duration(secs+15)*time.Second, e.pin(e.cpuClient, append(append([]string{}, prefix...), args...)))
+		cpu1 := e.translatorTicks(in)
+		var r toolout.Iperf3
+		if err == nil {
+			r, err = toolout.ParseIperf3([]byte(stdout))
+		} else if _, perr := toolout.ParseIperf3([]byte(stdout)); perr != nil && strings.HasPrefix(perr.Error(), "iperf3: ") {
+			err = perr // iperf3's own message says more than its exit status
+		}
+		e.sampleRSS(in)
+		if err != nil {
+			e.logf("  %s %s: %v", in.cfg.name(), t.row, err)
+			e.restartIperf(in, nsServer)
+			out = append(out, sample(in, rep, t.row, 0, err))
+			if t.lossRow != "" {
+				out = append(out, sample(in, rep, t.lossRow, 0, err))
+			}
+			return out
+		}
+		s := sample(in, rep, t.row, r.Gbps(), nil)
+		s.Extra = map[string]float64{"sent_gbps": r.SentBits / 1e9, "bytes": float64(r.Bytes)}
+		if t.kind == "tcp" {
+			s.Extra["retransmits"] = float64(r.Retransmits)
+		} else {
+			s.Extra["lost_percent"] = r.LostPercent
+		}
+		out = append(out, s)
+		e.logf("  %s %s: %.2f Gbps", in.cfg.name(), t.row, r.Gbps())
+		if t.lossRow != "" {
+			out = append(out, sample(in, rep, t.lossRow, r.LostPercent, nil))
+		}
+		if t.cpuRow != "" && cpu0 >= 0 && cpu1 >= cpu0 && r.Bytes > 0 {
+			secs := float64(cpu1-cpu0) / clockTicks
+			out = append(out, sample(in, rep, t.cpuRow, secs/(float64(r.Bytes)/1e9), nil))
+		}
+	case "rr":
+		r, err := e.runRR(ctx, in, t, prefix, target, nsServer)
+		e.sampleRSS(in)
+		if err != nil {
+			e.logf("  %s %s: %v", in.cfg.name(), t.row, err)
+			return []report.Sample{sample(in, rep, t.row, 0, err)}
+		}
+		s := sample(in, rep, t.row, r.UsPerTransaction(), nil)
+		s.Extra = map[string]float64{"transactions_per_s": r.Throughput, "p50_us": r.P50Us, "p90_us": r.P90Us,
+			"p99_us": r.P99Us, "min_us": r.MinUs, "max_us": r.MaxUs}
+		if r.Lost > 0 {
+			s.Extra["lost"] = float64(r.Lost)
+		}
+		e.logf("  %s %s: %.1f µs/transaction (p50 %.1f, p99 %.1f)", in.cfg.name(), t.row, r.UsPerTransaction(), r.P50Us, r.P99Us)
+		out = append(out, s)
+	}
+	return out
+}
+
+// runRR runs one request/response test with neper, when installed, or
+// with the rr tool, and returns its parsed report.
+func (e *env) runRR(ctx context.Context, in *instance, t testSpec, prefix []string, target string, nsServer bool) (toolout.RR, error) {
+	port, ctl := hostPortRR, hostPortCtl
+	if nsServer {
+		port, ctl = nsPortRR, nsPortCtl
+	}
+	var args []string
+	if e.neper != "" {
+		// neper has one server binary per test: start it on the server side.
+		var sp []string
+		if nsServer {
+			sp = in.nsPrefix()
+		}
+		srv, err := e.startServer("neper "+t.rr, sp, []string{t.rr, "--nolog", "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl)}, ctl)
+		if err != nil {
+			return toolout.RR{}, err
+		}
+		defer e.procs.stop(srv, time.Second)
+		secs := int(e.prof.rrLen.Seconds() + 0.5)
+		args = []string{t.rr, "--nolog", "-c", "-H", target, "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl),
+			"-l", strconv.Itoa(max(secs, 1)), "-p", "50,90,99", "-" + strconv.Itoa(t.family)}
+	} else {
+		args = append(append([]string{}, e.rrCmd...), "-c", "-H", target, "-P", strconv.Itoa(port),
+			"-test", t.rr, "-l", e.prof.rrLen.String(), "-timeout", "1s")
+	}
+	stdout, _, err := run(ctx, e.prof.rrLen+15*time.Second, e.pin(e.cpuClient, append(append([]string{}, prefix...), args...)))
+	if err != nil {
+		return toolout.RR{}, err
+	}
+	return toolout.ParseRR(stdout)
+}
+
+// translatorTicks returns the translator's CPU ticks so far, or -1.
+func (e *env) translatorTicks(in *instance) int64 {
+	if in.translator == nil || in.translator.exited() {
+		return -1
+	}
+	t, err := cpuTicks(in.translator.pid())
+	if err != nil {
+		return -1
+	}
+	return t
+}
+
+// sampleRSS records the translator's peak RSS so far.
+func (e *env) sampleRSS(in *instance) {
+	if in.translator == nil || in.translator.exited() {
+		return
+	}
+	if kb, err := peakRSSKiB(in.translator.pid()); err == nil && kb > in.peakRSS {
+		in.peakRSS = kb
+	}
+}
+
+// restartIperf restarts the iperf3 server a failed test used: after a
+// client gave up, iperf3 3.12's server can stay busy with the dead test.
+func (e *env) restartIperf(in *instance, nsServer bool) {
+	if nsServer {
+		e.procs.stop(in.nsIperf, time.Second)
+		p, err := e.startServer("namespace iperf3", in.nsPrefix(), []string{"iperf3", "-s", "-p", strconv.Itoa(nsPortIperf)}, nsPortIperf)
+		if err != nil {
+			e.logf("restarting the namespace iperf3 server: %v", err)
+		}
+		in.nsIperf = p
+		return
+	}
+	e.procs.stop(e.hostIperf, time.Second)
+	p, err := e.startServer("host iperf3", nil, []string{"iperf3", "-s", "-p", strconv.Itoa(hostPortIperf)}, hostPortIperf)
+	if err != nil {
+		e.logf("restarting the host iperf3 server: %v", err)
+	}
+	e.hostIperf = p
+}
