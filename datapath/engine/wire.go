@@ -1,7 +1,54 @@
 package engine
 
+import (
+	"time"
+
+	"gopasst/datapath/arp"
+	"gopasst/datapath/dhcp"
+	"gopasst/datapath/dhcpv6"
+	"gopasst/datapath/logging"
+	"gopasst/datapath/ndp"
+)
+
 // wire connects the local services and the protocols to the demultiplexer
-// and the loop.
+// and the loop. Service closures are made once here, so dispatching a frame
+// to a service allocates nothing.
 func (e *Engine) wire() error {
-	return nil
+	cfg, g, out := e.Cfg, &e.Guest, e.Dev
+	e.Demux.ARP = func(f []byte) error { return arp.Handle(cfg, g, out, f) }
+	if ndp.Enabled(cfg) {
+		e.Demux.NDP = func(f []byte) error { return ndp.Handle(cfg, g, out, f) }
+	}
+	if dhcp.Enabled(cfg) {
+		e.Demux.DHCP = func(f []byte) error { return dhcp.Handle(cfg, g, out, f) }
+	}
+	if dhcpv6.Enabled(cfg) {
+		e.Demux.DHCPv6 = func(f []byte) error { return dhcpv6.Handle(cfg, g, out, f) }
+	}
+	// Unsolicited Router Advertisements every 200-600 s (ndp.RA sends
+	// nothing with --no-ra or --config-net), the first one interval after
+	// the start.
+	nextRA := e.Loop.Now() + int64(ndp.NextRA())
+	e.Loop.Every(time.Second, func(now int64) {
+		if now >= nextRA {
+			nextRA = now + int64(ndp.NextRA())
+			if err := ndp.RA(cfg, g, out); err != nil {
+				logging.Debugf("unsolicited RA: %v", err)
+			}
+		}
+	})
+	return e.wireProtocols()
+}
+
+// Announce sends what the C original sends at "tap ready": an ARP request
+// and a Neighbour Solicitation for the guest's assigned addresses, from
+// which the guest's MAC is learned before it speaks.
+func (e *Engine) Announce() {
+	if err := arp.Announce(e.Cfg, e.Dev); err != nil {
+		logging.Debugf("ARP announce: %v", err)
+	}
+	if err := ndp.Announce(e.Cfg, &e.Guest, e.Dev); err != nil {
+		logging.Debugf("NDP announce: %v", err)
+	}
+	e.Dev.Flush()
 }
