@@ -249,7 +249,7 @@ func (e *env) setupVeth(ctx context.Context, in *instance) error {
 	in.ifname = "vb1"
 	in.hostTarget = [2]string{vethHost4, vethHost6}
 	in.nsTarget = [2]string{vethNS4, vethNS6}
-	if !ns.waitAddr(ctx, "vb1", 4, 3*time.Second) {
+	if !ns.waitAddr(ctx, "vb1", 4, 3*time.Second, nil) {
 		return errors.New("veth: no IPv4 address")
 	}
 	return nil
@@ -291,7 +291,7 @@ func (e *env) setupPasta(ctx context.Context, in *instance) error {
 		return errNotWorking{err.Error()}
 	}
 	in.translator = tr
-	if !ns.waitAddr(ctx, "tap0", 4, 5*time.Second) {
+	if !ns.waitAddr(ctx, "tap0", 4, 5*time.Second, tr.exited) {
 		why := "tap0 got no IPv4 address within 5 s"
 		if tr.exited() {
 			why = fmt.Sprintf("exited (%v)", tr.err)
@@ -305,7 +305,7 @@ func (e *env) setupPasta(ctx context.Context, in *instance) error {
 		in.hostTarget = [2]string{hostGW4, hostGW6}
 		in.nsTarget = [2]string{hostAddr4, hostAddr6}
 	}
-	if !ns.waitAddr(ctx, "tap0", 6, 3*time.Second) {
+	if !ns.waitAddr(ctx, "tap0", 6, 3*time.Second, tr.exited) {
 		e.logf("%s: no usable IPv6 address on tap0: IPv6 tests will fail", in.cfg.name())
 	}
 	return nil
@@ -343,7 +343,7 @@ func (e *env) setupSlirp(ctx context.Context, in *instance) error {
 	}
 	in.translator = tr
 	in.undo = append(in.undo, func() { os.Remove(sock) })
-	if !ns.waitAddr(ctx, "tap0", 4, 5*time.Second) {
+	if !ns.waitAddr(ctx, "tap0", 4, 5*time.Second, tr.exited) {
 		return errNotWorking{"tap0 got no IPv4 address within 5 s: " + lastLine(tr.output())}
 	}
 	for _, proto := range []string{"tcp", "udp"} {

@@ -136,16 +136,20 @@ func (e *env) newNetns(ctx context.Context, user bool) (*netns, error) {
 }
 
 // waitAddr waits until interface ifname in n has a global address of the
-// family (4 or 6) that is no longer tentative, and reports whether it did.
-func (n *netns) waitAddr(ctx context.Context, ifname string, family int, timeout time.Duration) bool {
+// family (4 or 6) that is no longer tentative, and reports whether it did;
+// it stops early, reporting false, once giveUp (if not nil) returns true.
+func (n *netns) waitAddr(ctx context.Context, ifname string, family int, timeout time.Duration, giveUp func() bool) bool {
 	fam := "-4"
 	if family == 6 {
 		fam = "-6"
 	}
 	return waitFor(timeout, func() bool {
+		if giveUp != nil && giveUp() {
+			return true
+		}
 		out, err := n.run(ctx, 2*time.Second, "ip", fam, "-o", "addr", "show", "dev", ifname, "scope", "global")
 		return err == nil && strings.Contains(out, "inet") && !strings.Contains(out, "tentative")
-	})
+	}) && (giveUp == nil || !giveUp())
 }
 
 // tapBytes returns the receive plus transmit byte counters of ifname in n,

@@ -76,8 +76,8 @@ func inSection(s Sample, sec Section) bool {
 	return s.Path == sec.Path && (s.Mode == sec.Mode || s.Mode == "")
 }
 
-// BuildTables returns the tables for samples, leaving out sections with no
-// translator in them (a table of kernel references alone says nothing).
+// BuildTables returns the tables for samples. Kernel references alone
+// (a run with -only veth) appear in pasta's tables, not again in passt's.
 func BuildTables(samples []Sample) []Table {
 	cells := Aggregate(samples)
 	var tables []Table
@@ -99,7 +99,9 @@ func BuildTables(samples []Sample) []Table {
 			}
 			translator = translator || s.Role != RoleKernel
 		}
-		if !translator {
+		// Kernel references belong to every mode's table of their path:
+		// show them alone only in pasta's (a run of references only).
+		if !translator && (sec.Mode != "pasta" || len(t.Configs) == 0) {
 			continue
 		}
 		for m := range mtus {

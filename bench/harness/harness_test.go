@@ -1,0 +1,96 @@
+// Unit tests of the harness's selection, sizing and /proc readers.
+
+package harness
+
+import (
+	"os"
+	"testing"
+)
+
+func TestConfigSelected(t *testing.T) {
+	c := config{tags: []string{"gopasst", "gopasst-tap", "ours", "tap"}}
+	for only, want := range map[string]bool{"": true, "gopasst": true, "GOPASST": true, "tap": true, "veth": false, "splice": false} {
+		var o []string
+		if only != "" {
+			o = []string{only}
+		}
+		if got := c.selected(o); got != want {
+			t.Errorf("-only %q: %v, want %v", only, got, want)
+		}
+	}
+}
+
+func TestTestSelected(t *testing.T) {
+	var crr, tcp4in testSpec
+	for _, s := range allTests {
+		switch s.row {
+		case "tcpcrr4-out":
+			crr = s
+		case "tcp4-in":
+			tcp4in = s
+		}
+	}
+	cases := []struct {
+		s    testSpec
+		tok  string
+		want bool
+	}{
+		{crr, "rr", true}, {crr, "crr", true}, {crr, "tcp_crr", true}, {crr, "tcp_rr", false},
+		{crr, "tcp", false}, {crr, "latency", true}, {crr, "out", true},
+		{tcp4in, "tcp", true}, {tcp4in, "in", true}, {tcp4in, "ipv6", false}, {tcp4in, "tcp4-in", true},
+		{tcp4in, "throughput", true}, {tcp4in, "udp", false},
+	}
+	for _, c := range cases {
+		if got := c.s.selected([]string{c.tok}); got != c.want {
+			t.Errorf("%s with -tests %s: %v, want %v", c.s.row, c.tok, got, c.want)
+		}
+	}
+}
+
+func TestProfileTestsLargestMTU(t *testing.T) {
+	e := &env{prof: profiles["full"]}
+	small := e.tests(config{}, false)
+	large := e.tests(config{}, true)
+	if len(large) != len(allTests) {
+		t.Errorf("largest MTU: %d tests, want %d", len(large), len(allTests))
+	}
+	for _, s := range small {
+		if s.kind == "rr" {
+			t.Errorf("RR test %s at a smaller MTU", s.row)
+		}
+	}
+	q := &env{prof: profiles["quick"], opts: Options{Tests: []string{"tcp"}}}
+	got := q.tests(config{}, true)
+	if len(got) != 2 || got[0].row != "tcp4-out" || got[1].row != "tcp4-in" {
+		t.Errorf("quick -tests tcp: %+v", got)
+	}
+}
+
+func TestUDPLen(t *testing.T) {
+	for _, c := range []struct{ mtu, fam, want int }{
+		{1500, 4, 1472}, {1500, 6, 1452}, {65520, 4, 65492}, {0, 4, 65507}, {0, 6, 65487},
+	} {
+		if got := udpLen(c.mtu, c.fam); got != c.want {
+			t.Errorf("udpLen(%d, %d) = %d, want %d", c.mtu, c.fam, got, c.want)
+		}
+	}
+}
+
+func TestProcReaders(t *testing.T) {
+	pid := os.Getpid()
+	// Burn a little CPU so the tick count is likely above zero.
+	x := 0
+	for i := 0; i < 50_000_000; i++ {
+		x += i
+	}
+	_ = x
+	if ticks, err := cpuTicks(pid); err != nil || ticks < 0 {
+		t.Errorf("cpuTicks: %d, %v", ticks, err)
+	}
+	if kb, err := peakRSSKiB(pid); err != nil || kb <= 0 {
+		t.Errorf("peakRSSKiB: %d, %v", kb, err)
+	}
+	if _, err := cpuTicks(-1); err == nil {
+		t.Error("cpuTicks of no process")
+	}
+}
