@@ -61,8 +61,10 @@ unit:
 integration: all
 	$(GO) test -count=1 -timeout 60m ./test/... -v -args -bin $(CURDIR)
 
+# bench: the full matrix (root; see bench/README.md), bench-quick the short
+# profile. BENCH_FLAGS adds options, e.g. BENCH_FLAGS="-only gopasst,veth -tests tcp".
 bench: all
-	$(GO) run ./bench/cmd/bench -bin $(CURDIR)
+	$(GO) run ./bench/cmd/bench -bin $(CURDIR) $(BENCH_FLAGS)
 
 bench-quick: all
-	$(GO) run ./bench/cmd/bench -bin $(CURDIR) -quick
+	$(GO) run ./bench/cmd/bench -bin $(CURDIR) -quick $(BENCH_FLAGS)

@@ -4,6 +4,7 @@ package harness
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -92,5 +93,42 @@ func TestProcReaders(t *testing.T) {
 	}
 	if _, err := cpuTicks(-1); err == nil {
 		t.Error("cpuTicks of no process")
+	}
+}
+
+func TestUpdateReadme(t *testing.T) {
+	dir := t.TempDir()
+	readme := dir + "/README.md"
+	res := dir + "/results/2026-11-23-abc"
+	if err := os.MkdirAll(res, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	orig := "intro\n" + markQuickBegin + "\nold\n" + markQuickEnd + "\n" + markFullBegin + "\nold\n" + markFullEnd + "\ntail\n"
+	if err := os.WriteFile(readme, []byte(orig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	md := "# gopasst benchmark: x\n\n## pasta: connections via the tap device\n\n| a |\n![p](plot-pasta-tap-tcp4-out.svg)\n"
+	if err := os.WriteFile(res+"/results.md", []byte(md), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := UpdateReadme(readme, res, "full"); err != nil {
+		t.Fatal(err)
+	}
+	if err := UpdateReadme(readme, res, "quick"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(readme)
+	s := string(b)
+	for _, want := range []string{"intro\n", "tail\n", "### pasta: connections", "## gopasst benchmark: x",
+		"(results/2026-11-23-abc/plot-pasta-tap-tcp4-out.svg)", "[HTML page](results/2026-11-23-abc/index.html)"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("README lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "old") {
+		t.Errorf("old block kept:\n%s", s)
+	}
+	if err := UpdateReadme(dir+"/none.md", res, "full"); err == nil {
+		t.Error("no error for a missing README")
 	}
 }

@@ -25,7 +25,8 @@ type testSpec struct {
 	lossRow string
 	cpuRow  string
 	// largestOnly: only at a configuration family's largest MTU, as the C
-	// original measures latency once per table.
+	// original measures latency, and host-to-namespace throughput over the
+	// tap, once per table (it keeps the full matrix within 15 minutes).
 	largestOnly bool
 }
 
@@ -66,11 +67,11 @@ func (t testSpec) selected(only []string) bool {
 var allTests = []testSpec{
 	{row: "tcp6-out", kind: "tcp", family: 6, out: true},
 	{row: "tcp4-out", kind: "tcp", family: 4, out: true, cpuRow: "cpu-tcp4-out"},
-	{row: "tcp6-in", kind: "tcp", family: 6},
+	{row: "tcp6-in", kind: "tcp", family: 6, largestOnly: true},
 	{row: "tcp4-in", kind: "tcp", family: 4, cpuRow: "cpu-tcp4-in"},
 	{row: "udp6-out", kind: "udp", family: 6, out: true, rate: "0"},
 	{row: "udp4-out", kind: "udp", family: 4, out: true, rate: "0"},
-	{row: "udp4-in", kind: "udp", family: 4, rate: "0"},
+	{row: "udp4-in", kind: "udp", family: 4, rate: "0", largestOnly: true},
 	{row: "udp4-out-1g", kind: "udp", family: 4, out: true, rate: "1G", lossRow: "udp4-out-1g-loss"},
 	{row: "tcprr4-out", kind: "rr", family: 4, out: true, rr: "tcp_rr", largestOnly: true},
 	{row: "tcprr4-in", kind: "rr", family: 4, rr: "tcp_rr", largestOnly: true},
@@ -97,7 +98,7 @@ type profile struct {
 // profiles: the full matrix fits 15 minutes on 2 cores, the quick one 3.
 var profiles = map[string]profile{
 	"full": {name: "full", reps: 3, tcpSecs: 2, udpSecs: 1, rrLen: time.Second, streams: 2,
-		tapMTUs: []int{1500, 4000, 16384, 65520}, vethMTUs: []int{1500, 65520}, slirpMTUs: []int{1500, 65520}},
+		tapMTUs: []int{1500, 4000, 16384, 65520}, vethMTUs: []int{1500, 65520}, slirpMTUs: []int{65520}},
 	"quick": {name: "quick", reps: 1, tcpSecs: 1, udpSecs: 1, rrLen: 500 * time.Millisecond, streams: 2,
 		tests:   []string{"tcp4-out", "tcp4-in", "udp4-out", "tcprr4-out", "tcpcrr4-out", "udprr4-out"},
 		tapMTUs: []int{65520}, vethMTUs: []int{65520}, slirpMTUs: []int{65520}},
@@ -190,7 +191,8 @@ func (e *env) sides(in *instance, t testSpec) (prefix []string, target string, n
 func (e *env) runTest(ctx context.Context, rep int, in *instance, t testSpec) []report.Sample {
 	prefix, target, nsServer := e.sides(in, t)
 	if target == "" {
-		return []report.Sample{sample(in, rep, t.row, 0, fmt.Errorf("no IPv%d path in this configuration", t.family))}
+		e.note(fmt.Sprintf("%s: no IPv%d path to the host's loopback: its IPv%d rows are left empty", in.cfg.label, t.family, t.family))
+		return nil
 	}
 	var out []report.Sample
 	switch t.kind {

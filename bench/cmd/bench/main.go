@@ -98,6 +98,16 @@ func main() {
 		fail(err)
 	}
 	fmt.Printf("results: %s\n", o.OutDir)
+	// A complete run into the tree's results directory becomes the
+	// README's latest; selective runs (-only, -tests, -mtu) do not.
+	results := filepath.Join(abs, "bench", "results")
+	if *out == "" && len(only) == 0 && len(tests) == 0 && len(mtus) == 0 && *reps == 0 && *secs == 0 && *rrLen == 0 {
+		if err := harness.UpdateReadme(filepath.Join(abs, "bench", "README.md"), o.OutDir, o.Profile); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		} else {
+			fmt.Printf("bench/README.md now shows %s\n", strings.TrimPrefix(o.OutDir, results+"/"))
+		}
+	}
 }
 
 // fail prints err as one line and exits with status 1.
