@@ -108,11 +108,17 @@ func (e *env) newNetns(ctx context.Context, user bool) (*netns, error) {
 		return nil, err
 	}
 	mine, _ := os.Readlink("/proc/self/ns/net")
-	// unshare creates the namespace, then executes sleep: wait until the
-	// holder is in a namespace other than ours.
+	// unshare creates the namespaces, writes the user namespace's ID maps,
+	// then executes sleep: before that, nsenter could join a user
+	// namespace without a mapping, and so without capabilities. Wait until
+	// the holder is sleep, in a namespace other than ours.
 	ok := waitFor(3*time.Second, func() bool {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", h.pid()))
+		if err != nil || strings.TrimSpace(string(comm)) != "sleep" || h.exited() {
+			return false
+		}
 		l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", h.pid()))
-		return err == nil && l != mine && !h.exited()
+		return err == nil && l != mine
 	})
 	if !ok {
 		e.procs.stop(h, time.Second)
