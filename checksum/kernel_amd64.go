@@ -11,7 +11,7 @@ import "github.com/klauspost/cpuid/v2"
 // accumulators and the horizontal reduction cost more than they save
 // (measured, see README.md).
 const (
-	minAVX2   = 128
+	minAVX2   = 384
 	minAVX512 = 128
 )
 
@@ -80,7 +80,11 @@ func sumAVX2Chunks(b []byte) uint64 {
 		b = b[maxChunk:]
 	}
 	n := len(b) &^ 31
-	return add64(add64(s, sumAVX2(b[:n])), sumGeneric(b[n:]))
+	s = add64(s, sumAVX2(b[:n]))
+	if n == len(b) {
+		return s
+	}
+	return add64(s, sumGeneric(b[n:]))
 }
 
 // sumAVX512Chunks sums b with the AVX-512 kernel, maxChunk bytes at a time.

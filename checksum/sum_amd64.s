@@ -24,18 +24,19 @@ TEXT ·sumAVX2(SB), NOSPLIT, $0-32
 	MOVQ b_base+0(FP), SI
 	MOVQ b_len+8(FP), CX
 
-	// Four accumulator pairs: Y0/Y1, Y2/Y3, Y4/Y5, Y6/Y7 (all/high).
+	// Four accumulator pairs (all/high): Y0/Y1, Y2/Y3, Y4/Y5, Y6/Y7 for the
+	// 128-byte loop; the 32-byte loop and the reduction use Y0/Y1 only, so
+	// short buffers skip zeroing and merging the other three.
 	VPXOR Y0, Y0, Y0
 	VPXOR Y1, Y1, Y1
+	CMPQ  CX, $128
+	JB    avx2_loop32
 	VPXOR Y2, Y2, Y2
 	VPXOR Y3, Y3, Y3
 	VPXOR Y4, Y4, Y4
 	VPXOR Y5, Y5, Y5
 	VPXOR Y6, Y6, Y6
 	VPXOR Y7, Y7, Y7
-
-	CMPQ CX, $128
-	JB   avx2_loop32
 
 avx2_loop128:
 	VMOVDQU (SI), Y8
@@ -59,6 +60,13 @@ avx2_loop128:
 	CMPQ    CX, $128
 	JAE     avx2_loop128
 
+	VPADDQ Y2, Y0, Y0
+	VPADDQ Y6, Y4, Y4
+	VPADDQ Y4, Y0, Y0
+	VPADDQ Y3, Y1, Y1
+	VPADDQ Y7, Y5, Y5
+	VPADDQ Y5, Y1, Y1
+
 avx2_loop32:
 	CMPQ    CX, $32
 	JB      avx2_reduce
@@ -71,12 +79,7 @@ avx2_loop32:
 	JMP     avx2_loop32
 
 avx2_reduce:
-	VPADDQ Y2, Y0, Y0
-	VPADDQ Y6, Y4, Y4
-	VPADDQ Y4, Y0, Y0 // all
-	VPADDQ Y3, Y1, Y1
-	VPADDQ Y7, Y5, Y5
-	VPADDQ Y5, Y1, Y1 // high
+	// Y0: all, Y1: high.
 	VPSLLQ $32, Y1, Y2
 	VPSUBQ Y2, Y0, Y0 // exact sums of the low halves
 	VPADDQ Y1, Y0, Y0 // exact lane totals
@@ -100,17 +103,18 @@ TEXT ·sumAVX512(SB), NOSPLIT, $0-32
 	MOVQ b_base+0(FP), SI
 	MOVQ b_len+8(FP), CX
 
+	// Accumulator pairs as in sumAVX2: Z0/Z1 to Z6/Z7 in the 256-byte loop,
+	// Z0/Z1 only after it.
 	VPXORQ Z0, Z0, Z0
 	VPXORQ Z1, Z1, Z1
+	CMPQ   CX, $256
+	JB     avx512_loop64
 	VPXORQ Z2, Z2, Z2
 	VPXORQ Z3, Z3, Z3
 	VPXORQ Z4, Z4, Z4
 	VPXORQ Z5, Z5, Z5
 	VPXORQ Z6, Z6, Z6
 	VPXORQ Z7, Z7, Z7
-
-	CMPQ CX, $256
-	JB   avx512_loop64
 
 avx512_loop256:
 	VPADDQ (SI), Z0, Z0
@@ -129,6 +133,13 @@ avx512_loop256:
 	SUBQ   $256, CX
 	CMPQ   CX, $256
 	JAE    avx512_loop256
+
+	VPADDQ Z2, Z0, Z0
+	VPADDQ Z6, Z4, Z4
+	VPADDQ Z4, Z0, Z0
+	VPADDQ Z3, Z1, Z1
+	VPADDQ Z7, Z5, Z5
+	VPADDQ Z5, Z1, Z1
 
 avx512_loop64:
 	CMPQ   CX, $64
@@ -154,12 +165,7 @@ avx512_tail:
 	VPADDQ     Z8, Z1, Z1
 
 avx512_reduce:
-	VPADDQ Z2, Z0, Z0
-	VPADDQ Z6, Z4, Z4
-	VPADDQ Z4, Z0, Z0 // all
-	VPADDQ Z3, Z1, Z1
-	VPADDQ Z7, Z5, Z5
-	VPADDQ Z5, Z1, Z1 // high
+	// Z0: all, Z1: high.
 	VPSLLQ $32, Z1, Z2
 	VPSUBQ Z2, Z0, Z0 // exact sums of the low halves
 	VPADDQ Z1, Z0, Z0 // exact lane totals
