@@ -106,6 +106,9 @@ func (p *Proc) Exited() bool {
 // its exit code (128 + signal number if killed, as a shell reports it), or
 // an error if it is still running at the deadline.
 func (p *Proc) Wait(timeout time.Duration) (int, error) {
+	if p.Exited() {
+		return p.exitCode(), nil
+	}
 	select {
 	case <-p.done:
 		return p.exitCode(), nil
