@@ -21,15 +21,22 @@ type fakeOut struct {
 	n      int  // frames committed
 }
 
+// Frame returns the one buffer.
 func (f *fakeOut) Frame() []byte { return f.buf[:] }
+
+// Commit counts the frame and keeps a copy if asked to.
 func (f *fakeOut) Commit(n int) {
 	f.n++
 	if f.keep {
 		f.frames = append(f.frames, append([]byte(nil), f.buf[:n]...))
 	}
 }
+
+// Reserve is not used by the services.
 func (f *fakeOut) Reserve(bufs [][]byte) int { return 0 }
-func (f *fakeOut) Flush()                    {}
+
+// Flush does nothing.
+func (f *fakeOut) Flush() {}
 
 var guestMAC = [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
 

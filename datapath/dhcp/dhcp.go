@@ -350,10 +350,8 @@ func optionData(b []byte, code uint8, cfg *config.Config, opts *Options, typ int
 		binary.BigEndian.PutUint32(b, 0xffffffff)
 		return 4, true
 	case optMask:
+		// A shift by 32 gives 0: the mask of a /0.
 		binary.BigEndian.PutUint32(b, ^uint32(0)<<(32-min(max(cfg.V4.PrefixLen, 0), 32)))
-		if cfg.V4.PrefixLen == 0 {
-			binary.BigEndian.PutUint32(b, 0)
-		}
 		return 4, true
 	case optRoutes:
 		p := netip.PrefixFrom(cfg.V4.Addr, cfg.V4.PrefixLen)
