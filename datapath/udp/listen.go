@@ -1,0 +1,309 @@
+// Inbound UDP: listeners for forwarded ports (-u), and the flows a datagram
+// from a new peer creates (addressing.md §3, §6).
+package udp
+
+import (
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"gopasst/batch"
+	"gopasst/datapath/flow"
+	"gopasst/datapath/fwd"
+	"gopasst/datapath/header"
+	"gopasst/datapath/logging"
+	"gopasst/datapath/loop"
+	"gopasst/datapath/nat"
+)
+
+// listener is one listening socket of a forwarding rule.
+type listener struct {
+	fd     int
+	spec   *fwd.Spec
+	rule   int    // index in spec.Rules
+	port   uint16 // the port it is bound to
+	v6     bool   // AF_INET6 socket (dual-stack or IPv6 only)
+	ifname string
+}
+
+// Listen opens and registers a listening socket for every port of spec's
+// UDP rules. Call it before the sandbox: listeners on ports below
+// ip_unprivileged_port_start need the privileges we have only then. Scan
+// ("auto") rules are skipped for now: their ports are opened by the auto
+// scan, which is not written yet.
+//
+// A port that cannot be bound is fatal for a normal rule. For a weak rule
+// ("all", exclusions only) it is logged, and fatal only if none of the
+// rule's ports could be bound, as in the C original.
+//
+// spec: the -u rules (kept by reference: the rules must not change while
+// the handler runs). Returns an error naming the first fatal failure.
+func (h *Handler) Listen(spec *fwd.Spec) error {
+	if spec == nil {
+		return nil
+	}
+	bound := make([]int, len(spec.Rules))
+	failed := make([]bool, len(spec.Rules))
+	for l := range spec.Listeners() {
+		if l.Proto != fwd.UDP {
+			continue
+		}
+		if l.Flags&fwd.Scan != 0 {
+			continue
+		}
+		addr, v6, dual := l.Addr, l.Addr.Is6(), l.DualStack
+		switch {
+		case dual && !h.cfg.V4.Enabled:
+			dual = false
+		case dual && !h.cfg.V6.Enabled:
+			addr, v6, dual = netip.IPv4Unspecified(), false, false
+		case !dual && v6 && !h.cfg.V6.Enabled, !dual && !v6 && !h.cfg.V4.Enabled:
+			continue
+		}
+		fd, err := h.openListener(addr, l.Port, v6, dual, l.IfName)
+		if err != nil {
+			if l.Flags&fwd.Weak != 0 {
+				failed[l.Rule] = true
+				logging.Warnf("UDP port %d: %v", l.Port, err)
+				continue
+			}
+			return fmt.Errorf("UDP port %d on %s: %w", l.Port, listenName(addr, dual), err)
+		}
+		k := len(h.listeners)
+		h.listeners = append(h.listeners, listener{
+			fd: fd, spec: spec, rule: l.Rule, port: l.Port, v6: v6, ifname: l.IfName,
+		})
+		if err := h.l.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindUDPListen, fd, uint32(k))); err != nil {
+			return err
+		}
+		bound[l.Rule]++
+	}
+	for r := range spec.Rules {
+		if failed[r] && bound[r] == 0 {
+			return fmt.Errorf("UDP forwarding %s: no port could be bound", spec.Rules[r].String())
+		}
+	}
+	return nil
+}
+
+// listenName formats a listening address for error messages.
+func listenName(a netip.Addr, dual bool) string {
+	if dual {
+		return "*"
+	}
+	return a.String()
+}
+
+// openListener creates a listening socket with PKTINFO (to learn which
+// local address a datagram reached, needed for the reply socket).
+//
+// addr, port: where to bind; v6: AF_INET6; dual: take IPv4 too; ifname:
+// device to bind to, "" for none. Returns the descriptor or an error.
+func (h *Handler) openListener(addr netip.Addr, port uint16, v6, dual bool, ifname string) (int, error) {
+	fd, err := newSocket(v6, dual, &h.bufForce)
+	if err != nil {
+		return -1, err
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(fd)
+		return -1, err
+	}
+	if v6 {
+		// For IPv4 datagrams on a dual-stack socket the kernel reports
+		// the destination as an IPv4-mapped address.
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+	} else {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("PKTINFO: %w", err))
+	}
+	if h.cfg.Freebind {
+		if v6 {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+		} else {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("FREEBIND: %w", err))
+		}
+	}
+	if err := bindDevice(fd, ifname); err != nil {
+		return fail(err)
+	}
+	if err := unix.Bind(fd, sockaddr(addr, port, 0, v6)); err != nil {
+		return fail(fmt.Errorf("bind: %w", err))
+	}
+	return fd, nil
+}
+
+// listenEvent handles readiness of a listener.
+func (h *Handler) listenEvent(r loop.Ref, events uint32) {
+	k := int(r.Index())
+	if k >= len(h.listeners) || h.listeners[k].fd != r.FD() {
+		return
+	}
+	ln := &h.listeners[k]
+	if events&unix.EPOLLERR != 0 {
+		// A listener sends nothing itself; whatever is queued is of no
+		// flow's concern. Read it so that EPOLLERR stops.
+		for j := 0; j < maxErrors; j++ {
+			if _, _, err := h.eq.read(ln.fd); err != nil {
+				break
+			}
+		}
+	}
+	if events&unix.EPOLLIN != 0 {
+		h.readListener(ln)
+	}
+}
+
+// readListener reads datagrams from a listener into reserved frames, finds
+// or creates the flow of each, and queues it to the guest. The payload is
+// read at the offset of its family's headers; on an IPv6 socket an IPv4
+// datagram (dual-stack) is only known after the read, and moved 20 bytes
+// down: this is the first datagram of each flow only, later ones arrive on
+// the flow's own socket.
+func (h *Handler) readListener(ln *listener) {
+	hdr := hdr4
+	if ln.v6 {
+		hdr = hdr6
+	}
+	for round := 0; round < maxRounds; round++ {
+		n := h.out.Reserve(h.frames)
+		if n == 0 {
+			return
+		}
+		for j := 0; j < n; j++ {
+			b := h.frames[j]
+			h.lrecv.SetBuf(j, b[hdr:hdr+maxPayload(len(b), hdr)])
+			h.lrecv.Hdrs[j].Hdr.SetControllen(ctrlLen)
+		}
+		h.lrecv.ResetNames(n)
+		m, err := batch.Recvmmsg(ln.fd, h.lrecv, n, unix.MSG_DONTWAIT)
+		if err != nil || m == 0 {
+			return
+		}
+		w := 0
+		for j := 0; j < m; j++ {
+			mh := &h.lrecv.Hdrs[j]
+			dl := int(mh.Len)
+			if mh.Hdr.Flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+				h.Stats.ToGuestDropped++
+				continue
+			}
+			name := nameBytes(&h.lrecv.Names[j], mh.Hdr.Namelen)
+			peer, pport, err := parseSockaddr(name)
+			if err != nil {
+				h.Stats.ToGuestDropped++
+				continue
+			}
+			cl := min(int(mh.Hdr.Controllen), ctrlLen)
+			local, err := parsePktinfo(h.ctrl[j*ctrlLen : j*ctrlLen+cl])
+			if err != nil {
+				h.Stats.ToGuestDropped++
+				continue
+			}
+			ep := h.inbound(ln, peer, pport, sockaddrScope(name), local)
+			if ep == nil {
+				h.Stats.ToGuestDropped++
+				continue
+			}
+			to := hdr4
+			if ep.v6 {
+				to = hdr6
+			}
+			if to > hdr && maxPayload(len(h.frames[w]), to) < dl {
+				h.Stats.ToGuestDropped++
+				continue
+			}
+			if w != j || to != hdr {
+				copy(h.frames[w][to:to+dl], h.frames[j][hdr:hdr+dl])
+			}
+			h.out.Commit(h.fill(ep, h.frames[w], dl))
+			w++
+		}
+		h.Stats.ToGuest += uint64(w)
+		if m < n {
+			return
+		}
+	}
+}
+
+// inbound returns the endpoints towards the guest for a datagram from
+// peer:pport that reached local on listener ln, creating its flow if it
+// has none. Datagrams to a broadcast or multicast local address keep that
+// destination towards the guest and make no flow (a reply socket cannot be
+// bound to them). Returns nil if the datagram cannot be delivered.
+//
+// scope: the peer's IPv6 scope id (link-local peers).
+func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uint32, local netip.Addr) *endpoints {
+	rule := &ln.spec.Rules[ln.rule]
+	target := rule.Target(ln.port)
+	if pport == 0 || peer.IsUnspecified() || peer.IsMulticast() || local.Is4() != peer.Is4() {
+		return nil
+	}
+	seen, ok := nat.ToGuest(h.cfg, h.g, peer)
+	if !ok || seen.Is4() != peer.Is4() {
+		return nil
+	}
+	group := local.IsMulticast() || local == netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	var gaddr netip.Addr
+	switch {
+	case rule.TAddr.IsValid():
+		gaddr = rule.TAddr
+	case group:
+		gaddr = local
+	default:
+		gaddr = nat.GuestDst(h.cfg, h.g, seen)
+	}
+	if !gaddr.IsValid() || gaddr.Is4() != seen.Is4() {
+		return nil
+	}
+	key := flow.MakeKey(header.ProtoUDP, gaddr, target, seen, pport)
+	if i, ok := h.ft.Lookup(&key); ok {
+		if h.ft.Kind(i) != flow.UDP {
+			return nil
+		}
+		f := &h.flows[i]
+		f.last = h.l.Now()
+		inc(&f.hostSent)
+		return &f.ep
+	}
+	v6 := !peer.Is4()
+	if group {
+		h.groupEP = endpoints{v6: v6, guest: gaddr.As16(), peer: seen.As16(), guestPort: target, peerPort: pport}
+		return &h.groupEP
+	}
+	i, err := h.ft.Alloc(flow.UDP)
+	if err != nil {
+		h.Stats.FlowFailures++
+		return nil
+	}
+	// The reply socket: exactly the local address and port the peer
+	// reached, so that the peer sees our answers come from there.
+	fd, err := h.openFlowSocket(v6, local, ln.port, ln.ifname, peer, pport, scope, false)
+	if err != nil {
+		h.ft.Free(i)
+		h.Stats.FlowFailures++
+		if logging.Debugging() {
+			logging.Debugf("UDP inbound flow from [%v]:%d: %v", peer, pport, err)
+		}
+		return nil
+	}
+	f := &h.flows[i]
+	*f = udpFlow{
+		ep: endpoints{
+			v6: v6, guest: gaddr.As16(), peer: seen.As16(),
+			guestPort: target, peerPort: pport,
+		},
+		host: peer.As16(), hostPort: pport,
+		fd: int32(fd), inbound: true, hostSent: 1,
+	}
+	if err := h.register(i, &key); err != nil {
+		h.Stats.FlowFailures++
+		return nil
+	}
+	return &f.ep
+}

@@ -1,0 +1,269 @@
+// Host to guest: datagrams read from flow sockets straight into frames, the
+// headers written in front, and ICMP errors from the error queue relayed as
+// ICMP/ICMPv6 messages.
+package udp
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"gopasst/batch"
+	"gopasst/checksum"
+	"gopasst/datapath/flow"
+	"gopasst/datapath/header"
+	"gopasst/datapath/loop"
+	"gopasst/datapath/nat"
+)
+
+// maxPayload returns how many payload bytes fit in a frame buffer of size
+// n after hdr bytes of headers, within the IP length field (65535 bytes
+// for the whole IPv4 packet, for the IPv6 payload).
+func maxPayload(n, hdr int) int {
+	lim := 65535 - header.IPv4MinLen - header.UDPLen
+	if hdr == hdr6 {
+		lim = 65535 - header.UDPLen
+	}
+	return max(0, min(n-hdr, lim))
+}
+
+// sockEvent handles readiness of a flow socket.
+func (h *Handler) sockEvent(r loop.Ref, events uint32) {
+	i := flow.Index(r.Index())
+	if int(i) >= len(h.flows) || h.ft.Kind(i) != flow.UDP {
+		return
+	}
+	f := &h.flows[i]
+	if int(f.fd) != r.FD() {
+		return // a stale event for a descriptor closed this turn
+	}
+	if events&unix.EPOLLERR != 0 {
+		h.drainErrors(f)
+	}
+	if events&unix.EPOLLIN != 0 {
+		h.readFlow(f)
+	}
+}
+
+// readFlow moves every datagram queued on f's socket to the guest: each
+// recvmmsg reads into the payload area of reserved frames, then each frame
+// gets its headers and is committed.
+func (h *Handler) readFlow(f *udpFlow) {
+	hdr := hdr4
+	if f.ep.v6 {
+		hdr = hdr6
+	}
+	peer := netip.AddrFrom16(f.host).Unmap()
+	for round := 0; round < maxRounds; round++ {
+		n := h.out.Reserve(h.frames)
+		if n == 0 {
+			return
+		}
+		for j := 0; j < n; j++ {
+			b := h.frames[j]
+			h.recv.SetBuf(j, b[hdr:hdr+maxPayload(len(b), hdr)])
+		}
+		h.recv.ResetNames(n)
+		m, err := batch.Recvmmsg(int(f.fd), h.recv, n, unix.MSG_DONTWAIT)
+		if err != nil || m == 0 {
+			return
+		}
+		w := 0
+		for j := 0; j < m; j++ {
+			mh := &h.recv.Hdrs[j]
+			dl := int(mh.Len)
+			if mh.Hdr.Flags&unix.MSG_TRUNC != 0 {
+				h.Stats.ToGuestDropped++
+				continue
+			}
+			// A connected socket only receives from its peer, except
+			// what arrived between bind and connect (another peer
+			// reaching a listener's address and port): drop that.
+			src, sport, err := parseSockaddr(nameBytes(&h.recv.Names[j], mh.Hdr.Namelen))
+			if err != nil || src != peer || sport != f.hostPort {
+				h.Stats.ToGuestDropped++
+				continue
+			}
+			if w != j {
+				// Frames commit in order: close the gap a dropped
+				// datagram left (only ever after a drop).
+				copy(h.frames[w][hdr:hdr+dl], h.frames[j][hdr:hdr+dl])
+			}
+			h.out.Commit(h.fill(&f.ep, h.frames[w], dl))
+			w++
+			inc(&f.hostSent)
+		}
+		h.Stats.ToGuest += uint64(w)
+		if w > 0 {
+			f.last = h.l.Now()
+		}
+		if m < n {
+			return
+		}
+	}
+}
+
+// fill writes the Ethernet, IP and UDP headers of a datagram from ep's peer
+// to the guest in front of the n payload bytes already at hdr4/hdr6 in b,
+// with the UDP checksum.
+//
+// ep: the flow's endpoints as the guest sees them; b: the frame buffer.
+// Returns the frame length.
+func (h *Handler) fill(ep *endpoints, b []byte, n int) int {
+	if !ep.v6 {
+		header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv4)
+		src, dst := [4]byte(ep.peer[12:16]), [4]byte(ep.guest[12:16])
+		header.EncodeIPv4(b[header.EthernetLen:], header.IPv4Fields{
+			DF: true, TTL: ttlOut, Proto: header.ProtoUDP,
+			Src: src, Dst: dst, PayloadLen: header.UDPLen + n,
+		})
+		u := b[hdr4-header.UDPLen : hdr4+n]
+		header.EncodeUDP(u, ep.peerPort, ep.guestPort, n)
+		c := checksum.Checksum(u, checksum.PseudoHeaderIPv4(src, dst, header.ProtoUDP, uint16(len(u))))
+		if c == 0 {
+			c = 0xffff // RFC 768: zero means "no checksum"
+		}
+		binary.BigEndian.PutUint16(u[6:], c)
+		return hdr4 + n
+	}
+	header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv6)
+	header.EncodeIPv6(b[header.EthernetLen:], header.IPv6Fields{
+		PayloadLen: header.UDPLen + n, NextHeader: header.ProtoUDP, HopLimit: ttlOut,
+		Src: ep.peer, Dst: ep.guest,
+	})
+	u := b[hdr6-header.UDPLen : hdr6+n]
+	header.EncodeUDP(u, ep.peerPort, ep.guestPort, n)
+	c := checksum.Checksum(u, checksum.PseudoHeaderIPv6(&ep.peer, &ep.guest, header.ProtoUDP, uint32(len(u))))
+	if c == 0 {
+		c = 0xffff // RFC 8200 §8.1
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return hdr6 + n
+}
+
+// drainErrors reads f's socket error queue and relays each ICMP error to
+// the guest. Reading the queue also clears the socket's pending error, so
+// the next send does not fail for a datagram long gone.
+func (h *Handler) drainErrors(f *udpFlow) {
+	for k := 0; k < maxErrors; k++ {
+		payload, ctrl, err := h.eq.read(int(f.fd))
+		if err != nil {
+			return
+		}
+		e, err := parseRecvErr(ctrl)
+		if err != nil {
+			h.Stats.BadErrQueue++
+			continue
+		}
+		h.relayError(f, &e, payload)
+	}
+}
+
+// ICMP error payload limits: RFC 792 quotes 64 bits of the original
+// datagram; for ICMPv6 the whole error must fit in the IPv6 minimum MTU
+// (RFC 4443 §2.4 (c)): 1280 - outer IPv6 - ICMPv6 - inner IPv6 - UDP. (The
+// C original allows 1232 payload bytes, 48 more than fit.)
+const (
+	icmp4Quote = 8
+	icmp6Quote = 1280 - header.IPv6Len - header.ICMPv6MinLen - header.IPv6Len - header.UDPLen
+)
+
+// relayError sends the guest the ICMP error its own datagram caused: from
+// the address the guest sent to if the flow's peer sent the error, else
+// from the offender as translated by nat.ToGuest (dropped if it has no
+// guest-side address), with the inner IP and UDP headers as the guest sent
+// them and the quoted payload bytes.
+//
+// f: the flow; e: the extended error; payload: the quoted UDP payload.
+func (h *Handler) relayError(f *udpFlow, e *recvErr, payload []byte) {
+	ep := &f.ep
+	var src [16]byte
+	switch {
+	case !e.Offender.IsValid() || e.Offender == netip.AddrFrom16(f.host).Unmap():
+		src = ep.peer
+	default:
+		a, ok := nat.ToGuest(h.cfg, h.g, e.Offender)
+		if !ok || a.Is4() == ep.v6 {
+			return
+		}
+		src = a.As16()
+	}
+	b := h.out.Frame()
+	if !ep.v6 {
+		if e.Origin != unix.SO_EE_ORIGIN_ICMP {
+			return
+		}
+		dl := min(len(payload), icmp4Quote)
+		il := header.ICMPv4MinLen + header.IPv4MinLen + header.UDPLen + dl
+		if header.EthernetLen+header.IPv4MinLen+il > len(b) {
+			return
+		}
+		s4, g4, p4 := [4]byte(src[12:16]), [4]byte(ep.guest[12:16]), [4]byte(ep.peer[12:16])
+		header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv4)
+		header.EncodeIPv4(b[header.EthernetLen:], header.IPv4Fields{
+			TTL: ttlOut, Proto: header.ProtoICMP, Src: s4, Dst: g4, PayloadLen: il,
+		})
+		ic := b[header.EthernetLen+header.IPv4MinLen:][:il]
+		ic[0], ic[1] = e.Type, e.Code
+		clear(ic[2:8])
+		switch {
+		case e.Type == header.ICMPv4DestUnreach && e.Code == header.ICMPv4CodeFragNeeded:
+			binary.BigEndian.PutUint16(ic[6:], uint16(min(e.Info, 0xffff)))
+		case e.Type == header.ICMPv4ParamProblem:
+			ic[4] = uint8(e.Info) // the pointer
+		}
+		in := ic[header.ICMPv4MinLen:]
+		header.EncodeIPv4(in, header.IPv4Fields{
+			TTL: f.ttl, Proto: header.ProtoUDP, Src: g4, Dst: p4,
+			PayloadLen: header.UDPLen + dl,
+		})
+		u := in[header.IPv4MinLen:]
+		header.EncodeUDP(u, ep.guestPort, ep.peerPort, dl)
+		copy(u[header.UDPLen:], payload[:dl])
+		c := checksum.Checksum(u, checksum.PseudoHeaderIPv4(g4, p4, header.ProtoUDP, uint16(len(u))))
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(u[6:], c)
+		binary.BigEndian.PutUint16(ic[2:], checksum.Checksum(ic, 0))
+		h.out.Commit(header.EthernetLen + header.IPv4MinLen + il)
+		h.Stats.ICMPErrors++
+		return
+	}
+	if e.Origin != unix.SO_EE_ORIGIN_ICMP6 {
+		return
+	}
+	dl := min(len(payload), icmp6Quote)
+	il := header.ICMPv6MinLen + header.IPv6Len + header.UDPLen + dl
+	if header.EthernetLen+header.IPv6Len+il > len(b) {
+		return
+	}
+	header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv6)
+	header.EncodeIPv6(b[header.EthernetLen:], header.IPv6Fields{
+		PayloadLen: il, NextHeader: header.ProtoICMPv6, HopLimit: ttlOut, Src: src, Dst: ep.guest,
+	})
+	ic := b[header.EthernetLen+header.IPv6Len:][:il]
+	ic[0], ic[1] = e.Type, e.Code
+	clear(ic[2:8])
+	switch e.Type {
+	case header.ICMPv6PacketTooBig, header.ICMPv6ParamProblem:
+		binary.BigEndian.PutUint32(ic[4:], e.Info) // MTU, pointer
+	}
+	in := ic[header.ICMPv6MinLen:]
+	header.EncodeIPv6(in, header.IPv6Fields{
+		PayloadLen: header.UDPLen + dl, NextHeader: header.ProtoUDP, HopLimit: f.ttl,
+		Src: ep.guest, Dst: ep.peer,
+	})
+	u := in[header.IPv6Len:]
+	header.EncodeUDP(u, ep.guestPort, ep.peerPort, dl)
+	copy(u[header.UDPLen:], payload[:dl])
+	c := checksum.Checksum(u, checksum.PseudoHeaderIPv6(&ep.guest, &ep.peer, header.ProtoUDP, uint32(len(u))))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	binary.BigEndian.PutUint16(ic[2:], checksum.Checksum(ic, checksum.PseudoHeaderIPv6(&src, &ep.guest, header.ProtoICMPv6, uint32(il))))
+	h.out.Commit(header.EthernetLen + header.IPv6Len + il)
+	h.Stats.ICMPErrors++
+}

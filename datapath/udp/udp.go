@@ -1,0 +1,493 @@
+// The UDP handler: flow state, guest-to-host path, flow creation, timeouts.
+package udp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"gopasst/batch"
+	"gopasst/datapath/config"
+	"gopasst/datapath/flow"
+	"gopasst/datapath/guest"
+	"gopasst/datapath/header"
+	"gopasst/datapath/logging"
+	"gopasst/datapath/loop"
+	"gopasst/datapath/nat"
+	"gopasst/datapath/packet"
+	"gopasst/datapath/tap"
+)
+
+const (
+	// Batch is how many guest datagrams FromGuest handles per chunk (the
+	// demultiplexer's batch size; larger calls are cut into chunks).
+	Batch = 128
+	// recvBatch is how many host datagrams one recvmmsg reads, as the C
+	// original's UDP_MAX_FRAMES.
+	recvBatch = 32
+	// maxRounds bounds the recvmmsg calls per readiness event, so that one
+	// busy socket cannot starve the others; epoll is level-triggered and
+	// reports the rest next turn.
+	maxRounds = 8
+	// maxErrors bounds the error queue messages read per EPOLLERR.
+	maxErrors = 16
+
+	// Conntrack's defaults, used when the sysctls cannot be read.
+	defaultTimeout       = 30 * time.Second
+	defaultStreamTimeout = 120 * time.Second
+
+	ttlOut = 255 // TTL/hop limit of every packet we send the guest
+)
+
+// Header lengths in front of a UDP payload in a frame to the guest.
+const (
+	hdr4 = header.EthernetLen + header.IPv4MinLen + header.UDPLen // 42
+	hdr6 = header.EthernetLen + header.IPv6Len + header.UDPLen    // 62
+)
+
+// endpoints are a flow's addresses as the guest sees them. Addresses are
+// 16 bytes, IPv4 in IPv4-mapped form, as in flow.Key.
+type endpoints struct {
+	v6                  bool
+	guest, peer         [16]byte // the guest's address; the peer's address as the guest sees it
+	guestPort, peerPort uint16
+}
+
+// udpFlow is the state of one UDP flow, indexed by its flow.Index.
+type udpFlow struct {
+	ep       endpoints
+	host     [16]byte // the peer's real (host-side) address
+	hostPort uint16
+	fd       int32
+	inbound  bool  // created by a datagram on a listener (the peer started)
+	ttl      uint8 // TTL/hop limit set on the socket, as the guest's last datagram
+	// guestSent, hostSent count datagrams each way, saturating at 2: enough
+	// to tell conntrack's "stream" state.
+	guestSent, hostSent uint8
+	last                int64 // loop time of the last datagram either way
+	pos                 int32 // index in Handler.active
+}
+
+// stream reports whether f is in conntrack's "assured" state: the side
+// that did not start the flow has sent, and one side has sent more than
+// one datagram.
+func (f *udpFlow) stream() bool {
+	answered := f.hostSent > 0
+	if f.inbound {
+		answered = f.guestSent > 0
+	}
+	return answered && (f.guestSent > 1 || f.hostSent > 1)
+}
+
+func inc(c *uint8) {
+	if *c < 2 {
+		*c++
+	}
+}
+
+// Stats counts what the handler did, for logs and tests.
+type Stats struct {
+	FlowsCreated, FlowsClosed uint64
+	FlowFailures              uint64 // datagrams dropped because no flow could be made
+	ToHost, ToHostDropped     uint64 // guest datagrams sent / dropped
+	ToGuest, ToGuestDropped   uint64 // host datagrams queued to the guest / dropped
+	ICMPErrors                uint64 // ICMP errors relayed to the guest
+	BadErrQueue               uint64 // unparsable error queue messages
+}
+
+// Handler is the UDP translator. Everything runs on the loop's thread.
+type Handler struct {
+	cfg *config.Config
+	g   *guest.State
+	out tap.Out
+	l   *loop.Loop
+	ft  *flow.Table
+
+	flows  []udpFlow
+	active []flow.Index // flows checked by the tick
+
+	timeout, streamTimeout int64 // ns
+	bufForce               bool  // SO_*BUFFORCE still worth trying
+
+	// guest to host
+	idx  []flow.Index
+	send *batch.Msgs
+
+	// host to guest
+	recv   *batch.Msgs // flow sockets: payload and source address
+	lrecv  *batch.Msgs // listeners: also PKTINFO control
+	ctrl   []byte      // lrecv's control buffers, ctrlLen each
+	frames [][]byte
+	eq     errQueue
+
+	listeners []listener
+	groupEP   endpoints // endpoints of a broadcast/multicast datagram (no flow)
+
+	Stats Stats
+}
+
+// ctrlLen is the control buffer per datagram on listeners: room for
+// IPV6_PKTINFO or IP_PKTINFO with a spare header.
+const ctrlLen = 64
+
+// New creates the UDP handler, registers its descriptor kinds (loop.KindUDP,
+// loop.KindUDPListen) and its 1 s tick with l, and reads the conntrack
+// timeouts (call it before the sandbox hides /proc, or the defaults apply).
+//
+// cfg, g: configuration and learned guest addressing; out: frames towards
+// the guest; l: the event loop; ft: the shared flow table. Returns the
+// handler.
+func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow.Table) (*Handler, error) {
+	h := &Handler{
+		cfg: cfg, g: g, out: out, l: l, ft: ft,
+		flows:    make([]udpFlow, ft.Cap()),
+		bufForce: true,
+		idx:      make([]flow.Index, Batch),
+		send:     batch.NewMsgs(Batch, 1),
+		recv:     batch.NewMsgs(recvBatch, 1),
+		lrecv:    batch.NewMsgs(recvBatch, 1),
+		ctrl:     make([]byte, recvBatch*ctrlLen),
+		frames:   make([][]byte, recvBatch),
+	}
+	h.recv.WithNames()
+	h.lrecv.WithNames()
+	for j := range h.lrecv.Hdrs {
+		setControl(&h.lrecv.Hdrs[j].Hdr, h.ctrl[j*ctrlLen:(j+1)*ctrlLen])
+	}
+	h.timeout = int64(readTimeout("/proc/sys/net/netfilter/nf_conntrack_udp_timeout", defaultTimeout))
+	h.streamTimeout = int64(readTimeout("/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream", defaultStreamTimeout))
+	l.Handle(loop.KindUDP, h.sockEvent)
+	l.Handle(loop.KindUDPListen, h.listenEvent)
+	l.Every(time.Second, h.tick)
+	return h, nil
+}
+
+// readTimeout reads a conntrack timeout sysctl (whole seconds).
+//
+// path: the file; def: the value if it is missing or malformed. Returns the
+// timeout.
+func readTimeout(path string, def time.Duration) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return def
+	}
+	s, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || s <= 0 {
+		return def
+	}
+	return time.Duration(s) * time.Second
+}
+
+// Timeouts returns the flow timeouts in use: before and after a flow
+// becomes a stream.
+func (h *Handler) Timeouts() (single, stream time.Duration) {
+	return time.Duration(h.timeout), time.Duration(h.streamTimeout)
+}
+
+// Flows returns how many UDP flows are open.
+func (h *Handler) Flows() int { return len(h.active) }
+
+// FromGuest sends the guest's UDP datagrams to their host sockets, creating
+// flows for new 4-tuples. Datagrams of one flow in pkts leave in one
+// sendmmsg, in their order.
+//
+// pkts: validated UDP packets from the demultiplexer, valid until return.
+func (h *Handler) FromGuest(pkts []packet.Packet) {
+	for len(pkts) > 0 {
+		n := min(len(pkts), Batch)
+		h.fromGuest(pkts[:n])
+		pkts = pkts[n:]
+	}
+}
+
+// fromGuest handles at most Batch packets (see FromGuest).
+func (h *Handler) fromGuest(pkts []packet.Packet) {
+	now := h.l.Now()
+	idx := h.idx[:len(pkts)]
+	for k := range pkts {
+		idx[k] = h.flowOf(&pkts[k])
+	}
+	// Gather each flow's packets in order (at most Batch² comparisons, no
+	// allocation), send them with one sendmmsg.
+	for k := range pkts {
+		i := idx[k]
+		if i == flow.None {
+			continue
+		}
+		f := &h.flows[i]
+		n := 0
+		for j := k; j < len(pkts); j++ {
+			if idx[j] != i {
+				continue
+			}
+			idx[j] = flow.None
+			p := &pkts[j]
+			u, err := header.ParseUDP(p.L4Bytes())
+			if err != nil {
+				h.Stats.ToHostDropped++
+				continue
+			}
+			if p.TTL != f.ttl {
+				// The socket's TTL applies to what is sent
+				// after the change: send what came before.
+				h.sendRun(f, n)
+				n = 0
+				h.setTTL(f, p.TTL)
+			}
+			h.send.SetBuf(n, u.Payload())
+			n++
+			inc(&f.guestSent)
+		}
+		h.sendRun(f, n)
+		f.last = now
+	}
+}
+
+// sendRun sends the first n queued messages on f's socket.
+//
+// A send can fail because of an earlier datagram: a connected UDP socket
+// reports a pending ICMP error (ECONNREFUSED, EHOSTUNREACH, ...) on the next
+// send, which then is not sent. That message is tried once more; any other
+// failure drops the message (or the rest, when the socket buffer is full).
+func (h *Handler) sendRun(f *udpFlow, n int) {
+	sent, retried := 0, false
+	for sent < n {
+		m, err := sendmmsg(int(f.fd), h.send.Hdrs[sent:n])
+		if err == nil {
+			sent += m
+			h.Stats.ToHost += uint64(m)
+			continue
+		}
+		switch {
+		case err == unix.EAGAIN || err == unix.ENOBUFS:
+			h.Stats.ToHostDropped += uint64(n - sent)
+			return
+		case !retried && asyncError(err):
+			retried = true
+		default:
+			h.Stats.ToHostDropped++
+			sent++
+			retried = false
+		}
+	}
+}
+
+// asyncError reports whether a send error is a socket error left by an
+// earlier ICMP error rather than a problem with the message being sent.
+func asyncError(err error) bool {
+	switch err {
+	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN,
+		unix.ENETDOWN, unix.EPROTO, unix.ENOPROTOOPT, unix.EMSGSIZE:
+		return true
+	}
+	return false
+}
+
+// setTTL copies the guest's TTL or hop limit to f's socket.
+func (h *Handler) setTTL(f *udpFlow, ttl uint8) {
+	f.ttl = ttl
+	if ttl == 0 {
+		return // not valid on a socket; the kernel default stays
+	}
+	if f.ep.v6 {
+		unix.SetsockoptInt(int(f.fd), unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, int(ttl))
+	} else {
+		unix.SetsockoptInt(int(f.fd), unix.IPPROTO_IP, unix.IP_TTL, int(ttl))
+	}
+}
+
+// flowOf returns the flow of guest packet p, creating it if needed, or
+// flow.None if the packet is to be dropped.
+func (h *Handler) flowOf(p *packet.Packet) flow.Index {
+	key := flow.MakeKey(header.ProtoUDP, p.Src, p.SrcPort, p.Dst, p.DstPort)
+	if i, ok := h.ft.Lookup(&key); ok {
+		if h.ft.Kind(i) == flow.UDP {
+			return i
+		}
+		return flow.None
+	}
+	i, err := h.newFlow(p, &key)
+	if err != nil {
+		h.Stats.FlowFailures++
+		if logging.Debugging() {
+			logging.Debugf("UDP flow %v:%d -> %v:%d: %v", p.Src, p.SrcPort, p.Dst, p.DstPort, err)
+		}
+		return flow.None
+	}
+	return i
+}
+
+var errNoRoute = errors.New("destination not reachable from the guest")
+
+// newFlow creates the flow and host socket for a guest packet with a new
+// 4-tuple (see the package doc).
+//
+// p: the packet; key: its flow key. Returns the new flow or an error.
+func (h *Handler) newFlow(p *packet.Packet, key *flow.Key) (flow.Index, error) {
+	if p.Src.IsUnspecified() || p.Src.IsMulticast() || p.SrcPort == 0 || p.DstPort == 0 {
+		return flow.None, errNoRoute
+	}
+	dst, ok := nat.FromGuest(h.cfg, header.ProtoUDP, p.Dst, p.DstPort)
+	if !ok {
+		return flow.None, errNoRoute
+	}
+	dst = dst.WithZone("")
+	ip := &h.cfg.V4
+	if p.V6 {
+		ip = &h.cfg.V6
+	}
+	local := netip.IPv4Unspecified()
+	if p.V6 {
+		local = netip.IPv6Unspecified()
+	}
+	ifname := ip.OutboundIf
+	if !dst.IsLoopback() && ip.Outbound.IsValid() && ip.Outbound.Is4() == !p.V6 {
+		local = ip.Outbound
+	}
+	if dst.IsLoopback() {
+		ifname = ""
+	}
+	scope := scopeID(dst, ip.TemplateIx)
+	i, err := h.ft.Alloc(flow.UDP)
+	if err != nil {
+		return flow.None, err
+	}
+	fd, err := h.openFlowSocket(p.V6, local, p.SrcPort, ifname, dst, p.DstPort, scope, true)
+	if err != nil {
+		h.ft.Free(i)
+		return flow.None, err
+	}
+	f := &h.flows[i]
+	*f = udpFlow{
+		ep: endpoints{
+			v6: p.V6, guest: p.Src.As16(), peer: p.Dst.As16(),
+			guestPort: p.SrcPort, peerPort: p.DstPort,
+		},
+		host: dst.As16(), hostPort: p.DstPort,
+		fd:   int32(fd),
+	}
+	h.setTTL(f, p.TTL)
+	if err := h.register(i, key); err != nil {
+		return flow.None, err
+	}
+	return i, nil
+}
+
+// openFlowSocket creates a flow's socket, binds and connects it.
+//
+// v6: family; local, port: where to bind; ifname: device to bind to ("" for
+// none); dst, dport, scope: the peer; anyPort: fall back to an ephemeral
+// port if port cannot be bound. Returns the descriptor or an error.
+func (h *Handler) openFlowSocket(v6 bool, local netip.Addr, port uint16, ifname string,
+	dst netip.Addr, dport uint16, scope uint32, anyPort bool) (int, error) {
+	fd, err := newSocket(v6, false, &h.bufForce)
+	if err != nil {
+		return -1, err
+	}
+	fail := func(what string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := bindDevice(fd, ifname); err != nil {
+		return fail("bind device", err)
+	}
+	lscope := uint32(0)
+	if local.Is6() && local.IsLinkLocalUnicast() {
+		lscope = scope
+	}
+	err = unix.Bind(fd, sockaddr(local, port, lscope, v6))
+	if err != nil && anyPort && errRetryable(err) {
+		// The guest's port is taken on the host (by a socket without
+		// SO_REUSEADDR) or privileged: any port will do for the peer.
+		err = unix.Bind(fd, sockaddr(local, 0, lscope, v6))
+	}
+	if err != nil {
+		return fail("bind", err)
+	}
+	if err := unix.Connect(fd, sockaddr(dst, dport, scope, v6)); err != nil {
+		return fail("connect", err)
+	}
+	return fd, nil
+}
+
+// register hooks a new flow with its socket open into the flow table (key
+// slot 0), the loop and the active list. On failure the flow is closed.
+func (h *Handler) register(i flow.Index, key *flow.Key) error {
+	f := &h.flows[i]
+	f.last = h.l.Now()
+	f.pos = int32(len(h.active))
+	h.active = append(h.active, i)
+	h.Stats.FlowsCreated++
+	if err := h.ft.Bind(i, 0, key); err != nil {
+		h.close(i)
+		return err
+	}
+	if err := h.l.Add(int(f.fd), unix.EPOLLIN, loop.MakeRef(loop.KindUDP, int(f.fd), uint32(i))); err != nil {
+		h.close(i)
+		return err
+	}
+	if logging.Debugging() {
+		logging.Debugf("UDP flow %d: [%v]:%d <-> [%v]:%d (host [%v]:%d)", i,
+			netip.AddrFrom16(f.ep.guest).Unmap(), f.ep.guestPort,
+			netip.AddrFrom16(f.ep.peer).Unmap(), f.ep.peerPort,
+			netip.AddrFrom16(f.host).Unmap(), f.hostPort)
+	}
+	return nil
+}
+
+// close closes flow i's socket and frees its slot.
+func (h *Handler) close(i flow.Index) {
+	f := &h.flows[i]
+	unix.Close(int(f.fd))
+	f.fd = -1
+	last := h.active[len(h.active)-1]
+	h.active[f.pos] = last
+	h.flows[last].pos = f.pos
+	h.active = h.active[:len(h.active)-1]
+	h.ft.Free(i)
+	h.Stats.FlowsClosed++
+}
+
+// tick closes the flows whose conntrack-like timeout expired.
+//
+// now: the loop time.
+func (h *Handler) tick(now int64) {
+	// Backwards: close moves the last active flow into the hole, and that
+	// one has been looked at already.
+	for k := len(h.active) - 1; k >= 0; k-- {
+		if k >= len(h.active) {
+			continue
+		}
+		i := h.active[k]
+		f := &h.flows[i]
+		to := h.timeout
+		if f.stream() {
+			to = h.streamTimeout
+		}
+		if now-f.last >= to {
+			if logging.Debugging() {
+				logging.Debugf("UDP flow %d: timed out", i)
+			}
+			h.close(i)
+		}
+	}
+}
+
+// Close closes every flow and listener (for tests and orderly shutdown).
+func (h *Handler) Close() {
+	for len(h.active) > 0 {
+		h.close(h.active[len(h.active)-1])
+	}
+	for k := range h.listeners {
+		if h.listeners[k].fd >= 0 {
+			unix.Close(h.listeners[k].fd)
+			h.listeners[k].fd = -1
+		}
+	}
+}
