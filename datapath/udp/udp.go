@@ -370,7 +370,7 @@ func (h *Handler) newFlow(p *packet.Packet, key *flow.Key) (flow.Index, error) {
 			guestPort: p.SrcPort, peerPort: p.DstPort,
 		},
 		host: dst.As16(), hostPort: p.DstPort,
-		fd:   int32(fd),
+		fd: int32(fd),
 	}
 	h.setTTL(f, p.TTL)
 	if err := h.register(i, key); err != nil {
