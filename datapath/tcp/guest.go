@@ -1,0 +1,661 @@
+// The guest side: segments from the guest, grouped in runs of one flow,
+// become connects, host socket writes (one sendmsg per run), discards of
+// acknowledged host data, and ACKs back to the guest (one per run).
+
+package tcp
+
+import (
+	"net/netip"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"gopasst/datapath/flow"
+	"gopasst/datapath/header"
+	"gopasst/datapath/logging"
+	"gopasst/datapath/loop"
+	"gopasst/datapath/nat"
+	"gopasst/datapath/packet"
+)
+
+// FromGuest handles the guest's TCP packets of one batch, in arrival
+// order. Consecutive packets of one connection form a run, handled with
+// one flow lookup, one write to the host socket and one ACK.
+//
+// pkts: validated TCP packets (demux filled ports and offsets); the frames
+// must stay valid until FromGuest returns.
+func (h *Handler) FromGuest(pkts []packet.Packet) {
+	for i := 0; i < len(pkts); {
+		j := i + 1
+		for j < len(pkts) && j-i < maxIov && sameFlow(&pkts[i], &pkts[j]) {
+			j++
+		}
+		h.run(pkts[i:j])
+		i = j
+	}
+}
+
+// sameFlow reports whether a and b belong to the same connection.
+func sameFlow(a, b *packet.Packet) bool {
+	return a.SrcPort == b.SrcPort && a.DstPort == b.DstPort && a.Src == b.Src && a.Dst == b.Dst
+}
+
+// run handles a run of packets of one tuple.
+func (h *Handler) run(pkts []packet.Packet) {
+	p := &pkts[0]
+	h.key = flow.Key{Proto: header.ProtoTCP, Src: p.Src.As16(), Dst: p.Dst.As16(), SrcPort: p.SrcPort, DstPort: p.DstPort}
+	i, ok := h.ft.Lookup(&h.key)
+	if ok && h.ft.Kind(i) != flow.TCP {
+		return
+	}
+	if !ok {
+		// Only a SYN without ACK opens a connection; anything else gets
+		// a reset (once per run).
+		k := 0
+		for ; k < len(pkts); k++ {
+			if header.TCP(pkts[k].L4Bytes()).Flags()&(flagSYN|flagACK|flagRST) == flagSYN {
+				break
+			}
+		}
+		if k > 0 {
+			h.rstUnknown(&pkts[0])
+		}
+		if k == len(pkts) {
+			return
+		}
+		if i, ok = h.open(&pkts[k]); !ok {
+			return
+		}
+		pkts = pkts[k+1:]
+	}
+	c := &h.conns[i]
+	if c.flags&fClosed != 0 {
+		return
+	}
+	c.flags |= fSeen | fActive
+	for k := range pkts {
+		if c.events&established != 0 {
+			h.segments(i, pkts[k:])
+			return
+		}
+		t := header.TCP(pkts[k].L4Bytes())
+		fl := t.Flags()
+		if fl&flagRST != 0 {
+			h.closeConn(i, true)
+			return
+		}
+		switch {
+		case c.events&tapSynRcvd != 0:
+			// connect() under way: SYN repeats wait for its outcome.
+		case c.events&tapSynAckSent != 0:
+			if fl&(flagSYN|flagACK) == flagSYN {
+				// Our SYN+ACK was lost: send it again, same ISN.
+				h.ctrlSeq(i, flagSYN|flagACK, c.seqToTap-1)
+			} else if fl&(flagSYN|flagACK) == flagACK && t.Ack() == c.seqToTap {
+				h.establish(i)
+				h.segments(i, pkts[k:])
+				return
+			}
+		case c.events&sockAccepted != 0:
+			if fl&(flagSYN|flagACK) == flagSYN|flagACK && fl&flagFIN == 0 && t.Ack() == c.seqToTap {
+				h.synAckFromGuest(i, &pkts[k], t)
+				if k+1 < len(pkts) {
+					h.segments(i, pkts[k+1:])
+				}
+				return
+			}
+		}
+	}
+}
+
+// unicast reports whether a is usable as a TCP endpoint.
+func unicast(a netip.Addr) bool {
+	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && !(a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}))
+}
+
+// open starts an outbound connection for the guest's SYN p: a non-blocking
+// connect() from the host to the mapped destination. The guest sees a
+// SYN+ACK only once the connect succeeds, and a reset if it fails.
+//
+// p: the SYN. Returns the new connection and true, or false if the SYN was
+// dropped or refused.
+func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
+	t := header.TCP(p.L4Bytes())
+	if p.SrcPort == 0 || p.DstPort == 0 || !unicast(p.Dst) || !unicast(p.Src) || t.PayloadLen() != 0 {
+		return flow.None, false
+	}
+	dst, ok := nat.FromGuest(h.cfg, header.ProtoTCP, p.Dst, p.DstPort)
+	if !ok {
+		return flow.None, false
+	}
+	opts, _ := header.ParseTCPOptions(t.Options()) // what was found before a bad option still counts
+	af := unix.AF_INET
+	if dst.Is6() {
+		af = unix.AF_INET6
+	}
+	fd, err := unix.Socket(af, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		logging.Debugf("tcp: socket for %v:%d: %v", dst, p.DstPort, err)
+		h.rstUnknown(p)
+		return flow.None, false
+	}
+	mss := int(opts.MSS)
+	if mss == 0 {
+		mss = mssDefault
+	}
+	if p.V6 {
+		mss = min(mss, mssMax6)
+	} else {
+		mss = min(mss, mssMax4)
+	}
+	setInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	setInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, mss)
+	if err := h.bindOutbound(fd, dst); err != nil {
+		logging.Debugf("tcp: %v", err)
+		unix.Close(fd)
+		h.rstUnknown(p)
+		return flow.None, false
+	}
+	key := flow.Key{Proto: header.ProtoTCP, Src: p.Src.As16(), Dst: p.Dst.As16(), SrcPort: p.SrcPort, DstPort: p.DstPort}
+	i, err := h.alloc(&key)
+	if err != nil {
+		logging.Debugf("tcp: %v", err)
+		unix.Close(fd)
+		return flow.None, false
+	}
+	c := &h.conns[i]
+	c.fd = int32(fd)
+	c.v6 = p.V6
+	c.seqInitFromTap = t.Seq()
+	c.seqFromTap = t.Seq() + 1
+	c.seqAckToTap = c.seqFromTap
+	isn := h.isnKey.isn(&key, h.l.Now())
+	c.seqToTap, c.seqAckFromTap, c.seqMax = isn, isn, isn
+	c.wndRaw = t.Window()
+	c.wndFromTap = uint32(t.Window()) // unscaled in a SYN
+	c.mss = uint16(mss)
+	if opts.WS >= 0 {
+		c.flags |= fWS
+		c.wsFromTap = uint8(opts.WS)
+		c.wsToTap = ourWS
+	}
+	c.events = tapSynRcvd
+	h.Stats.Opened++
+
+	var e unix.Errno
+	if af == unix.AF_INET {
+		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
+		putPort(&sa.Port, p.DstPort)
+		e = connectRaw(fd, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
+	} else {
+		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
+		putPort(&sa.Port, p.DstPort)
+		if dst.Zone() != "" {
+			sa.Scope_id = uint32(h.cfg.V6.TemplateIx)
+		}
+		e = connectRaw(fd, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
+	}
+	switch e {
+	case 0:
+		if err := h.setEpoll(i, evData); err != nil {
+			h.reset(i)
+			return flow.None, false
+		}
+		h.connected(i)
+	case unix.EINPROGRESS:
+		if err := h.setEpoll(i, unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+			h.reset(i)
+			return flow.None, false
+		}
+	default:
+		logging.Debugf("tcp: connect to %v:%d: %v", dst, p.DstPort, e)
+		h.refuse(i)
+		return flow.None, false
+	}
+	return i, true
+}
+
+// putPort stores port in network byte order in a sockaddr's port field.
+func putPort(dst *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(dst))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// bindOutbound binds a new host socket to the -o address and
+// --outbound-if device of its family, if configured.
+func (h *Handler) bindOutbound(fd int, dst netip.Addr) error {
+	ip := &h.cfg.V4
+	if dst.Is6() {
+		ip = &h.cfg.V6
+	}
+	if ip.OutboundIf != "" {
+		if err := unix.BindToDevice(fd, ip.OutboundIf); err != nil {
+			return err
+		}
+	}
+	if ip.Outbound.IsValid() && !dst.IsLoopback() {
+		if dst.Is4() {
+			return unix.Bind(fd, &unix.SockaddrInet4{Addr: ip.Outbound.As4()})
+		}
+		return unix.Bind(fd, &unix.SockaddrInet6{Addr: ip.Outbound.As16()})
+	}
+	return nil
+}
+
+// refuse answers the guest's SYN of connection i with a reset (the host
+// refused or could not reach the destination) and closes it.
+func (h *Handler) refuse(i flow.Index) {
+	h.Stats.Refused++
+	h.ctrl(i, flagRST|flagACK)
+	h.closeConn(i, false)
+}
+
+// connected sends the SYN+ACK of outbound connection i once the host's
+// connect() has succeeded, and arms the handshake timer.
+func (h *Handler) connected(i flow.Index) {
+	c := &h.conns[i]
+	c.events = tapSynAckSent
+	h.updateWindow(i)
+	if c.flags&fWantOut != 0 {
+		c.flags &^= fWantOut
+	}
+	h.setEpoll(i, evData)
+	h.ctrlSeq(i, flagSYN|flagACK, c.seqToTap)
+	c.seqToTap++
+	c.seqMax, c.seqAckFromTap = c.seqToTap, c.seqToTap
+	h.l.Timers().Set(int32(i), h.l.Now()+rtoInit, h.timerFn)
+}
+
+// establish completes an outbound handshake: the guest acknowledged our
+// SYN+ACK.
+func (h *Handler) establish(i flow.Index) {
+	c := &h.conns[i]
+	c.events = established
+	c.retries = 0
+	h.l.Timers().Cancel(int32(i))
+	if h.peekOff {
+		if e := setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
+			h.reset(i)
+			return
+		}
+	}
+	c.flags |= fHostData
+}
+
+// synAckFromGuest completes an inbound handshake: the guest answered our
+// SYN with SYN+ACK.
+func (h *Handler) synAckFromGuest(i flow.Index, p *packet.Packet, t header.TCP) {
+	c := &h.conns[i]
+	opts, _ := header.ParseTCPOptions(t.Options())
+	c.seqFromTap = t.Seq() + 1
+	c.seqAckToTap = c.seqFromTap
+	c.seqInitFromTap = c.seqFromTap
+	c.seqAckFromTap = c.seqToTap
+	c.wndRaw = t.Window()
+	c.wndFromTap = uint32(t.Window())
+	if opts.WS >= 0 {
+		c.flags |= fWS
+		c.wsFromTap = uint8(opts.WS)
+	} else {
+		c.wsToTap = 0
+	}
+	mss := int(opts.MSS)
+	if mss == 0 {
+		mss = mssDefault
+	}
+	c.mss = uint16(min(mss, h.maxPayload(c.v6)))
+	c.events = established
+	c.retries = 0
+	h.l.Timers().Cancel(int32(i))
+	if h.peekOff {
+		if e := setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
+			h.reset(i)
+			return
+		}
+	}
+	h.updateWindow(i)
+	c.flags |= fHostData
+	if h.sendData(i) == 0 {
+		h.ctrl(i, flagACK)
+	}
+}
+
+// maxPayload returns the largest payload a frame to the guest can carry.
+func (h *Handler) maxPayload(v6 bool) int {
+	mtu := h.cfg.MTU
+	if mtu <= 0 {
+		mtu = 65520
+	}
+	if v6 {
+		return min(mtu-60, mssMax6)
+	}
+	return min(mtu-40, mssMax4)
+}
+
+// segments handles a run of segments of established connection i: RST,
+// keepalives, ACKs of host data, in-order data (reordered within the run),
+// FIN, and the ACK back to the guest.
+func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
+	c := &h.conns[i]
+	var (
+		haveAck, dup, forceAck bool
+		ack                    uint32
+		wnd                    uint16
+	)
+	for k := range pkts {
+		t := header.TCP(pkts[k].L4Bytes())
+		fl := t.Flags()
+		if fl&flagRST != 0 {
+			// RFC 5961 §3.2: only a reset in our receive window counts.
+			if d := t.Seq() - c.seqFromTap; d <= maxWnd || -d <= 65536 {
+				h.closeConn(i, true)
+				return
+			}
+			continue
+		}
+		if fl&flagSYN != 0 {
+			// A repeated SYN+ACK (our ACK was lost): ACK again.
+			forceAck = true
+			continue
+		}
+		if fl&flagACK == 0 {
+			continue
+		}
+		a := t.Ack()
+		plen := t.PayloadLen()
+		if !haveAck || seqGE(a, ack) {
+			ack, wnd, haveAck = a, t.Window(), true
+		}
+		if plen == 0 && fl&flagFIN == 0 && a == c.seqAckFromTap && t.Window() == c.wndRaw {
+			dup = true
+		}
+		if plen <= 1 && fl&flagFIN == 0 && t.Seq() == c.seqFromTap-1 {
+			// Keepalive or zero-window probe: answer it, and let the
+			// host socket probe its peer too (tcp.md §4).
+			forceAck = true
+			if c.flags&fKeepalive == 0 {
+				c.flags |= fKeepalive
+				setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+			}
+		}
+	}
+
+	// In-order data, reordered within the run: each pass takes every
+	// segment that starts at or before the next expected byte; a segment
+	// past it waits for a later pass.
+	n, total := 0, 0
+	next := c.seqFromTap
+	gap, fin := false, false
+	if c.events&tapFinRcvd == 0 {
+		for pass := 0; pass < len(pkts); pass++ {
+			progress := false
+			gap = false
+			for k := range pkts {
+				t := header.TCP(pkts[k].L4Bytes())
+				if t.Flags()&(flagSYN|flagRST|flagACK) != flagACK {
+					continue
+				}
+				pl := t.Payload()
+				if len(pl) == 0 {
+					continue
+				}
+				seq := t.Seq()
+				end := seq + uint32(len(pl))
+				if seqLE(end, next) {
+					continue // already written
+				}
+				if seqGT(seq, next) {
+					gap = true
+					continue
+				}
+				pl = pl[next-seq:]
+				iov := &h.iov[n]
+				iov.Base = unsafe.SliceData(pl)
+				iov.SetLen(len(pl))
+				n++
+				total += len(pl)
+				next = end
+				progress = true
+			}
+			if !gap || !progress {
+				break
+			}
+		}
+		if !gap {
+			for k := range pkts {
+				t := header.TCP(pkts[k].L4Bytes())
+				if t.Flags()&(flagFIN|flagACK|flagSYN|flagRST) == flagFIN|flagACK &&
+					t.Seq()+uint32(t.PayloadLen()) == next {
+					fin = true
+				}
+			}
+		} else {
+			forceAck = true // duplicate ACK: the guest retransmits the gap
+		}
+	}
+
+	wrote := false
+	if n > 0 {
+		h.msg.Iov = &h.iov[0]
+		h.msg.Iovlen = uint64(n)
+		w, e := sendmsg(int(c.fd), &h.msg, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if e != 0 && e != unix.EAGAIN {
+			if e == unix.EPIPE {
+				// The peer is gone: ACK what we had, then reset.
+				c.seqFromTap = next
+			}
+			logging.Debugf("tcp: flow %d: write: %v", i, e)
+			h.reset(i)
+			return
+		}
+		c.seqFromTap += uint32(w)
+		h.Stats.BytesIn += uint64(w)
+		wrote = true
+		if w < total {
+			// The socket took less than we offered (tcp.md §4): the
+			// rest is dropped unacknowledged; once the socket has room
+			// again the guest gets a window update and duplicate ACKs
+			// that make it retransmit at once, not after an RTO.
+			h.Stats.ShortWrites++
+			c.flags |= fDropped
+			fin = false
+		}
+	}
+	if fin {
+		if e := shutdownWrite(int(c.fd)); e != 0 {
+			h.reset(i)
+			return
+		}
+		c.seqFromTap++
+		c.events |= tapFinRcvd | sockFinSent
+		forceAck = true
+	}
+
+	if haveAck {
+		h.ackFromGuest(i, ack, wnd, dup)
+		if c.flags&fClosed != 0 {
+			return
+		}
+	}
+
+	changed := false
+	if wrote || fin || c.flags&fDropped != 0 {
+		changed = h.updateWindow(i)
+	}
+	due := forceAck || changed || c.seqFromTap != c.seqAckToTap
+	sent := 0
+	if c.flags&fHostData != 0 {
+		sent = h.sendData(i)
+	}
+	if due && sent == 0 && c.flags&fClosed == 0 {
+		h.ctrl(i, flagACK)
+	}
+	h.maybeClose(i)
+}
+
+// ackFromGuest processes the highest ACK of a run: acknowledged host data
+// is dropped from the socket (MSG_TRUNC), a duplicate ACK rewinds to the
+// guest's ACK and resends at once (go-back-N, once per ACK value), and the
+// guest's window is taken.
+//
+// i: the connection; ack, wnd: the ACK number and raw window of the
+// latest ACK; dup: a pure duplicate ACK was seen in the run.
+func (h *Handler) ackFromGuest(i flow.Index, ack uint32, wnd uint16, dup bool) {
+	c := &h.conns[i]
+	scaled := uint32(wnd) << c.wsFromTap
+	if seqGT(ack, c.seqAckFromTap) && seqLE(ack, c.seqMax) {
+		n := ack - c.seqAckFromTap
+		finAcked := c.events&tapFinSent != 0 && ack == c.seqMax
+		if finAcked {
+			n--
+		}
+		if n > 0 {
+			r, e := discard(int(c.fd), int(n))
+			if e != 0 || r != int(n) {
+				logging.Debugf("tcp: flow %d: discarding %d acknowledged bytes: %d, %v", i, n, r, e)
+				h.reset(i)
+				return
+			}
+		}
+		c.seqAckFromTap = ack
+		if seqGT(ack, c.seqToTap) {
+			// Acknowledged past a rewind: the peek offset clamped at 0.
+			c.seqToTap = ack
+		}
+		c.retries = 0
+		c.flags &^= fRewound | fPersist
+		if finAcked {
+			c.events |= tapFinAcked
+		}
+		if ack == c.seqMax {
+			h.l.Timers().Cancel(int32(i))
+		} else {
+			h.armRTO(i)
+		}
+	} else if dup && ack == c.seqAckFromTap && seqGT(c.seqMax, ack) && c.flags&fRewound == 0 {
+		h.Stats.FastRetrans++
+		h.rewind(i)
+		c.flags |= fRewound
+	}
+	c.wndRaw = wnd
+	if scaled == 0 && seqGT(c.seqToTap, c.seqAckFromTap) {
+		// The guest closed its window below data we sent (memory
+		// pressure, tcp.md §8): it dropped that data; send it again
+		// when the window opens, or as a probe on the timer.
+		h.rewind(i)
+	}
+	c.wndFromTap = scaled
+	if scaled == 0 && c.flags&fHostData != 0 {
+		if _, armed := h.l.Timers().Armed(int32(i)); !armed {
+			c.flags |= fPersist
+			h.armRTO(i)
+		}
+	}
+}
+
+// rewind goes back to the guest's last ACK: everything after it is sent
+// again (the peek offset returns to the head of the receive queue).
+func (h *Handler) rewind(i flow.Index) {
+	c := &h.conns[i]
+	if c.seqToTap == c.seqAckFromTap {
+		return
+	}
+	c.seqToTap = c.seqAckFromTap
+	if h.peekOff {
+		setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
+	}
+	c.flags |= fHostData
+}
+
+// updateWindow recomputes the window offered to the guest from the host
+// socket's free send buffer as the kernel accounts it (SO_MEMINFO), so
+// that whatever the guest sends within it, the socket takes (tcp.md §5),
+// and subscribes EPOLLOUT when the socket is short of space, so that the
+// guest hears as soon as there is room again.
+//
+// i: the connection. Returns whether the raw window field changed.
+func (h *Handler) updateWindow(i flow.Index) bool {
+	c := &h.conns[i]
+	fd := int(c.fd)
+	var free uint32
+	if e := memInfo(fd, &h.mi); e != 0 {
+		free = initWnd
+	} else {
+		sndbuf := h.mi[unix.SK_MEMINFO_SNDBUF]
+		queued := h.mi[unix.SK_MEMINFO_WMEM_QUEUED]
+		if queued < sndbuf {
+			free = sndbuf - queued
+		}
+		// The kernel takes a write while queued memory is below the
+		// buffer size, skb overhead included: convert free memory to
+		// payload bytes with the overhead the queue shows now.
+		if free > 0 && queued > 0 {
+			if outq, e := outQueue(fd); e == 0 && outq > 0 && uint32(outq) < queued {
+				free = uint32(uint64(free) * uint64(outq) / uint64(queued))
+			}
+		}
+		mss := uint32(h.mss4)
+		if c.v6 {
+			mss = uint32(h.mss6)
+		}
+		// Writable as tcp_poll() sees it: free >= queued / 2.
+		if sndbuf <= queued || sndbuf-queued < queued/2 {
+			// Short of space: poll() now marks the socket SOCK_NOSPACE,
+			// so it reports EPOLLOUT once a third is free (and send
+			// buffer autotuning may grow it). A window below a segment
+			// would only make the guest wait for its persist timer.
+			if free < mss {
+				free = 0
+			}
+			if c.flags&fWantOut == 0 {
+				c.flags |= fWantOut
+				h.setEpoll(i, evData|unix.EPOLLOUT)
+			}
+		} else if free < mss {
+			// Room in the socket's eyes, but less than a segment:
+			// offer one; a short write then grows the buffer.
+			free = mss
+		}
+	}
+	if c.events&established == 0 {
+		free = max(free, initWnd)
+	}
+	free = min(free, maxWnd)
+	raw := min(free>>c.wsToTap, 65535)
+	changed := uint16(raw) != c.wndToTap
+	c.wndToTap = uint16(raw)
+	return changed
+}
+
+// evData is the epoll mask of a connection's socket once connected: data
+// and the peer's FIN, edge-triggered: unacknowledged data stays readable,
+// and level-triggered it would wake the loop for ever (tcp.md §8).
+const evData = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+
+// setEpoll registers (or changes) the events of connection i's socket.
+func (h *Handler) setEpoll(i flow.Index, ev uint32) error {
+	c := &h.conns[i]
+	if c.epoll == ev {
+		return nil
+	}
+	r := loop.MakeRef(loop.KindTCP, int(c.fd), uint32(i))
+	var err error
+	if c.epoll == 0 {
+		err = h.l.Add(int(c.fd), ev, r)
+	} else {
+		err = h.l.Mod(int(c.fd), ev, r)
+	}
+	if err == nil {
+		c.epoll = ev
+	}
+	return err
+}
+
+// maybeClose closes connection i once both directions are finished: the
+// guest's FIN was passed on and ours was acknowledged.
+func (h *Handler) maybeClose(i flow.Index) {
+	c := &h.conns[i]
+	if c.flags&fClosed == 0 && c.events&(tapFinAcked|tapFinRcvd) == tapFinAcked|tapFinRcvd {
+		h.closeConn(i, false)
+	}
+}
