@@ -31,6 +31,7 @@
 package arp
 
 import (
+	"errors"
 	"fmt"
 
 	"gopasst/datapath/config"
@@ -44,6 +45,14 @@ import (
 // tap devices and the qemu socket do not need it.
 const frameLen = header.EthernetLen + header.ARPLen
 
+// ErrDisabled is returned by Handle when IPv4 is off (-6, or no IPv4
+// addressing): there is nothing to resolve on the link.
+var ErrDisabled = errors.New("arp: IPv4 disabled")
+
+// Enabled reports whether the dispatcher should hand ARP frames to Handle:
+// IPv4 enabled.
+func Enabled(cfg *config.Config) bool { return cfg.V4.Enabled }
+
 // Handle answers one ARP frame from the guest.
 //
 // cfg: configuration (V4.Addr, OurMAC); g: learned guest state (unused:
@@ -51,8 +60,12 @@ const frameLen = header.EthernetLen + header.ARPLen
 // queued; frame: the whole Ethernet frame, EtherType ARP.
 // Returns nil when the frame was handled, whether or not it needed a reply
 // (non-requests, announcements and requests for the guest's own address
-// are silently consumed), or an error for a malformed frame.
+// are silently consumed), ErrDisabled with IPv4 off, or an error for a
+// malformed frame.
 func Handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+	if !Enabled(cfg) {
+		return ErrDisabled
+	}
 	eth, err := header.ParseEthernet(frame)
 	if err != nil {
 		return fmt.Errorf("arp: %w", err)

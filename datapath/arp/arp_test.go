@@ -5,6 +5,7 @@ package arp
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -102,6 +103,15 @@ func TestNoReply(t *testing.T) {
 		if err := Handle(cfg, &guest.State{}, out, f); err != nil || out.n != 0 {
 			t.Errorf("%s: err %v, %d frames", name, err, out.n)
 		}
+	}
+}
+
+func TestDisabled(t *testing.T) {
+	cfg := testConfig()
+	cfg.V4.Enabled = false
+	out := &fakeOut{}
+	if err := Handle(cfg, &guest.State{}, out, request("192.0.2.10", "192.0.2.1")); !errors.Is(err, ErrDisabled) || out.n != 0 {
+		t.Fatalf("IPv4 off: %v, %d frames", err, out.n)
 	}
 }
 
