@@ -24,6 +24,8 @@ import (
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/tap"
+	"gopasst/datapath/tcp"
+	"gopasst/datapath/udp"
 )
 
 // Batch is how many frames are read from the guest per batch.
@@ -37,6 +39,8 @@ type Engine struct {
 	Flows *flow.Table
 	Dev   *tap.Device
 	Demux *demux.Demux
+	TCP   *tcp.Handler
+	UDP   *udp.Handler
 
 	inBufs  [][]byte
 	inSizes []int

@@ -1,6 +1,39 @@
 package engine
 
-// wireProtocols creates the TCP, UDP and ICMP handlers and connects them.
+import (
+	"fmt"
+
+	"gopasst/datapath/tcp"
+	"gopasst/datapath/udp"
+)
+
+// wireProtocols creates the TCP and UDP handlers, connects them to the
+// demultiplexer and opens the listeners of the forwarding rules: all of
+// this before the sandbox, which forbids binding new listeners later only
+// in the sense that their addresses and ports are known now.
 func (e *Engine) wireProtocols() error {
+	cfg := e.Cfg
+	if !cfg.NoTCP {
+		h, err := tcp.New(cfg, &e.Guest, e.Dev, e.Loop, e.Flows)
+		if err != nil {
+			return fmt.Errorf("tcp: %w", err)
+		}
+		e.TCP = h
+		e.Demux.TCP = h
+		if err := h.Listen(&cfg.TCPIn); err != nil {
+			return err
+		}
+	}
+	if !cfg.NoUDP {
+		h, err := udp.New(cfg, &e.Guest, e.Dev, e.Loop, e.Flows)
+		if err != nil {
+			return fmt.Errorf("udp: %w", err)
+		}
+		e.UDP = h
+		e.Demux.UDP = h
+		if err := h.Listen(&cfg.UDPIn); err != nil {
+			return err
+		}
+	}
 	return nil
 }
