@@ -15,7 +15,9 @@ import (
 // to a service allocates nothing.
 func (e *Engine) wire() error {
 	cfg, g, out := e.Cfg, &e.Guest, e.Dev
-	e.Demux.ARP = func(f []byte) error { return arp.Handle(cfg, g, out, f) }
+	if arp.Enabled(cfg) {
+		e.Demux.ARP = func(f []byte) error { return arp.Handle(cfg, g, out, f) }
+	}
 	if ndp.Enabled(cfg) {
 		e.Demux.NDP = func(f []byte) error { return ndp.Handle(cfg, g, out, f) }
 	}
