@@ -8,5 +8,6 @@ require github.com/vishvananda/netlink v1.3.1
 
 require (
 	github.com/vishvananda/netns v0.0.5 // indirect
+	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 )

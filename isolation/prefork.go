@@ -1,0 +1,151 @@
+// Stage 3, prefork: the empty root, the bounding set, readiness.
+
+package isolation
+
+import (
+	"fmt"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"gopasst/datapath/config"
+	"gopasst/datapath/logging"
+)
+
+// runtimeCaps is what each mode keeps after stage 3: nothing for passt;
+// NET_BIND_SERVICE for pasta, whose auto port forwarding opens listeners on
+// low ports at run time and whose splice path connects from them. pasta
+// needs no CAP_SYS_ADMIN, unlike the C original: its namespace worker
+// thread stays in the target namespace for good, so nothing ever calls
+// setns() after set-up.
+func runtimeCaps(mode config.Mode) CapSet {
+	if mode == config.ModePasta {
+		return caps(unix.CAP_NET_BIND_SERVICE)
+	}
+	return 0
+}
+
+// threads are the runners of the locked threads other than main's that must
+// drop their capabilities too (the namespace worker).
+var threads struct {
+	sync.Mutex
+	run []func(func() error) error
+}
+
+// RegisterThread adds a locked thread that Prefork must also narrow the
+// capabilities of: run must execute its argument on that thread and return
+// its error. datapath/netns registers its namespace worker.
+func RegisterThread(run func(func() error) error) {
+	threads.Lock()
+	threads.run = append(threads.run, run)
+	threads.Unlock()
+}
+
+// Prefork is stage 3, called in the sandboxed process once set-up is
+// complete: every descriptor the event loop will use is open.
+//
+// Should:
+//   - finish the IPC, UTS and mount namespaces User created this process
+//     in: make every mount unbindable (which also keeps what follows from
+//     propagating anywhere), mount an empty read-only tmpfs on /tmp,
+//     pivot_root into it and detach the old root, so that no path leads
+//     anywhere; this is valid with threads, as the mount namespace belongs
+//     to the whole process and pivot_root moves the root of all of them;
+//   - clear the bounding set and narrow the effective and permitted sets to
+//     what the mode needs at run time (runtimeCaps), on the main thread and
+//     on each RegisterThread thread (see doc.go, "Capabilities and
+//     threads");
+//   - in the background, point standard streams at /dev/null;
+//   - tell the supervisor we are ready: it writes the PID file and, in the
+//     background, exits, which completes daemonisation.
+//
+// Mustn't:
+//   - install seccomp yet: that is Postfork, after which not even
+//     mount() or prctl() would be allowed.
+//
+// It returns an error naming the step that failed.
+func Prefork(cfg *config.Config) error {
+	if !inherited.sandbox {
+		return fmt.Errorf("prefork: not the sandboxed process (isolation.User was not called?)")
+	}
+	var devnull *os.File
+	if !Foreground(cfg) {
+		var err error
+		if devnull, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
+			return fmt.Errorf("prefork: %w", err)
+		}
+		defer devnull.Close()
+	}
+	if err := emptyRoot(); err != nil {
+		return err
+	}
+	keep := runtimeCaps(cfg.Mode)
+	drop := func() error {
+		if err := clampBounding(keep); err != nil {
+			return err
+		}
+		if err := clearAmbient(); err != nil {
+			return err
+		}
+		return narrowCaps(keep)
+	}
+	if err := drop(); err != nil {
+		return fmt.Errorf("prefork: %w", err)
+	}
+	threads.Lock()
+	run := threads.run
+	threads.Unlock()
+	for _, r := range run {
+		if err := r(drop); err != nil {
+			return fmt.Errorf("prefork, worker thread: %w", err)
+		}
+	}
+	if logging.Debugging() {
+		logging.Debugf("prefork: capabilities kept: %s", keep)
+	}
+	if devnull != nil {
+		for fd := 0; fd <= 2; fd++ {
+			if err := unix.Dup2(int(devnull.Fd()), fd); err != nil {
+				return fmt.Errorf("prefork: standard streams: %w", err)
+			}
+		}
+		logging.Detach()
+	}
+	if inherited.statusFD >= 0 {
+		_, err := unix.Write(inherited.statusFD, []byte{readyByte})
+		unix.Close(inherited.statusFD)
+		inherited.statusFD = -1
+		if err != nil {
+			return fmt.Errorf("prefork: telling the supervisor we are ready: %w", err)
+		}
+	}
+	return nil
+}
+
+// emptyRoot makes an empty read-only tmpfs our root and detaches the old
+// one, as the C original's isolate_prefork().
+func emptyRoot() error {
+	if err := unix.Mount("", "/", "", unix.MS_UNBINDABLE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("prefork: making / unbindable: %w", err)
+	}
+	if err := unix.Mount("", "/tmp", "tmpfs", unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_RDONLY,
+		"nr_inodes=2,nr_blocks=0"); err != nil {
+		return fmt.Errorf("prefork: mounting an empty tmpfs: %w", err)
+	}
+	if err := unix.Chdir("/tmp"); err != nil {
+		return fmt.Errorf("prefork: entering the empty tmpfs: %w", err)
+	}
+	// pivot_root(".", "."): the old root ends up stacked on the new one,
+	// at ".", where a lazy unmount detaches it.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("prefork: pivot_root into the empty tmpfs: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+		return fmt.Errorf("prefork: detaching the old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("prefork: %w", err)
+	}
+	return nil
+}

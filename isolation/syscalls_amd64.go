@@ -1,0 +1,87 @@
+// The x86_64 syscall numbers the allow-lists may name.
+
+package isolation
+
+import "golang.org/x/sys/unix"
+
+// auditArch is what seccomp_data.arch holds for this build's syscalls.
+const auditArch = unix.AUDIT_ARCH_X86_64
+
+// auditArchName names auditArch in the printed list.
+const auditArchName = "x86_64"
+
+// syscallNumbers maps the names used in registrations to numbers. Add a
+// name here before registering it; an unknown name panics at start-up.
+var syscallNumbers = map[string]uint32{
+	"accept4":           unix.SYS_ACCEPT4,
+	"bind":              unix.SYS_BIND,
+	"brk":               unix.SYS_BRK,
+	"clock_gettime":     unix.SYS_CLOCK_GETTIME,
+	"clock_nanosleep":   unix.SYS_CLOCK_NANOSLEEP,
+	"clone":             unix.SYS_CLONE,
+	"clone3":            unix.SYS_CLONE3,
+	"close":             unix.SYS_CLOSE,
+	"connect":           unix.SYS_CONNECT,
+	"epoll_ctl":         unix.SYS_EPOLL_CTL,
+	"epoll_pwait":       unix.SYS_EPOLL_PWAIT,
+	"epoll_wait":        unix.SYS_EPOLL_WAIT,
+	"eventfd2":          unix.SYS_EVENTFD2,
+	"exit":              unix.SYS_EXIT,
+	"exit_group":        unix.SYS_EXIT_GROUP,
+	"fallocate":         unix.SYS_FALLOCATE,
+	"fcntl":             unix.SYS_FCNTL,
+	"fstat":             unix.SYS_FSTAT,
+	"fsync":             unix.SYS_FSYNC,
+	"ftruncate":         unix.SYS_FTRUNCATE,
+	"futex":             unix.SYS_FUTEX,
+	"getpid":            unix.SYS_GETPID,
+	"getrandom":         unix.SYS_GETRANDOM,
+	"getsockname":       unix.SYS_GETSOCKNAME,
+	"getpeername":       unix.SYS_GETPEERNAME,
+	"getsockopt":        unix.SYS_GETSOCKOPT,
+	"gettid":            unix.SYS_GETTID,
+	"ioctl":             unix.SYS_IOCTL,
+	"kill":              unix.SYS_KILL,
+	"listen":            unix.SYS_LISTEN,
+	"lseek":             unix.SYS_LSEEK,
+	"madvise":           unix.SYS_MADVISE,
+	"mmap":              unix.SYS_MMAP,
+	"mprotect":          unix.SYS_MPROTECT,
+	"munmap":            unix.SYS_MUNMAP,
+	"nanosleep":         unix.SYS_NANOSLEEP,
+	"newfstatat":        unix.SYS_NEWFSTATAT,
+	"openat":            unix.SYS_OPENAT,
+	"pipe2":             unix.SYS_PIPE2,
+	"pread64":           unix.SYS_PREAD64,
+	"preadv":            unix.SYS_PREADV,
+	"pwrite64":          unix.SYS_PWRITE64,
+	"read":              unix.SYS_READ,
+	"readv":             unix.SYS_READV,
+	"recvfrom":          unix.SYS_RECVFROM,
+	"recvmmsg":          unix.SYS_RECVMMSG,
+	"recvmsg":           unix.SYS_RECVMSG,
+	"rseq":              unix.SYS_RSEQ,
+	"rt_sigaction":      unix.SYS_RT_SIGACTION,
+	"rt_sigprocmask":    unix.SYS_RT_SIGPROCMASK,
+	"rt_sigreturn":      unix.SYS_RT_SIGRETURN,
+	"sched_getaffinity": unix.SYS_SCHED_GETAFFINITY,
+	"sched_yield":       unix.SYS_SCHED_YIELD,
+	"sendmmsg":          unix.SYS_SENDMMSG,
+	"sendmsg":           unix.SYS_SENDMSG,
+	"sendto":            unix.SYS_SENDTO,
+	"set_robust_list":   unix.SYS_SET_ROBUST_LIST,
+	"setns":             unix.SYS_SETNS,
+	"setsockopt":        unix.SYS_SETSOCKOPT,
+	"shutdown":          unix.SYS_SHUTDOWN,
+	"sigaltstack":       unix.SYS_SIGALTSTACK,
+	"socket":            unix.SYS_SOCKET,
+	"splice":            unix.SYS_SPLICE,
+	"tee":               unix.SYS_TEE,
+	"tgkill":            unix.SYS_TGKILL,
+	"timerfd_create":    unix.SYS_TIMERFD_CREATE,
+	"timerfd_gettime":   unix.SYS_TIMERFD_GETTIME,
+	"timerfd_settime":   unix.SYS_TIMERFD_SETTIME,
+	"waitid":            unix.SYS_WAITID,
+	"write":             unix.SYS_WRITE,
+	"writev":            unix.SYS_WRITEV,
+}
