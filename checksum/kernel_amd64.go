@@ -13,6 +13,9 @@ import "github.com/klauspost/cpuid/v2"
 const (
 	minAVX2   = 384
 	minAVX512 = 128
+
+	// vectorMin is the length below which no vector kernel is used.
+	vectorMin = min(minAVX2, minAVX512)
 )
 
 // sumAVX2 is in sum_amd64.s: the exact sum of the little-endian 32-bit words
@@ -21,8 +24,8 @@ const (
 //go:noescape
 func sumAVX2(b []byte) uint64
 
-// sumAVX512 is in sum_amd64.s: the exact sum of the little-endian 32-bit
-// words of b, zero-padded.
+// sumAVX512 is in sum_amd64.s: a 64-bit value congruent, modulo 0xffff, to
+// the little-endian 16-bit word sum of b, zero only if b is.
 //
 //go:noescape
 func sumAVX512(b []byte) uint64

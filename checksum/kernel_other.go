@@ -4,6 +4,11 @@
 
 package checksum
 
+import "math"
+
+// vectorMin is the length below which no vector kernel is used: all of them.
+const vectorMin = math.MaxInt
+
 // available reports which kernels can run: only the Go kernel here.
 //
 // Returns one flag per kernelID.
