@@ -309,6 +309,15 @@ func (e *env) setupPasta(ctx context.Context, in *instance) error {
 	if !ns.waitAddr(ctx, "tap0", 6, 3*time.Second, tr.exited) {
 		e.logf("%s: no usable IPv6 address on tap0: IPv6 tests will fail", in.cfg.name())
 	}
+	// pasta binds its forwarded ports after configuring the tap: wait for
+	// the host-side listener (in pasta's own namespace) and, on the splice
+	// path, the namespace-side one, or the probe races with them.
+	if !waitFor(3*time.Second, func() bool { return tr.exited() || listening(tr.pid(), nsPortRR) }) || tr.exited() {
+		return errNotWorking{fmt.Sprintf("no listener on forwarded port %d within 3 s: %s", nsPortRR, lastLine(tr.output()))}
+	}
+	if in.cfg.path == "splice" && !waitFor(3*time.Second, func() bool { return listening(ns.pid(), hostPortRR) }) {
+		return errNotWorking{fmt.Sprintf("no listener on port %d in the namespace (-T) within 3 s", hostPortRR)}
+	}
 	return nil
 }
 
@@ -431,7 +440,14 @@ func (e *env) probe(ctx context.Context, in *instance) error {
 		args = append(append([]string{}, in.nsPrefix()...), "bash", "-c",
 			fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", in.hostTarget[0], hostPortIperf))
 	}
-	if _, _, err := run(ctx, 4*time.Second, args); err != nil {
+	var err error
+	for try := 0; try < 3; try++ { // a refused first connection may be a late listener
+		if _, _, err = run(ctx, 4*time.Second, args); err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
 		why := fmt.Sprintf("no TCP connection from the namespace to %s:%d: %v", in.hostTarget[0], hostPortRR, err)
 		if in.translator != nil && in.translator.exited() {
 			why += "; translator exited: " + lastLine(in.translator.output())
