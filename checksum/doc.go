@@ -30,7 +30,7 @@
 //     a wrapping sum of whole words and a sum of their upper 32-bit halves,
 //     from which the exact sum is rebuilt after the loop: one load, one shift
 //     and two adds per 32 bytes and no carry handling in the loop (see
-//     sum_amd64.s). The last len%32 bytes go to the Go kernel.
+//     sum_amd64.s); scalar add-with-carry code sums the last len%32 bytes.
 //   - avx512: the same scheme on 64-byte vectors with memory operands, and a
 //     byte-masked load for the tail, so that any length is one call.
 //

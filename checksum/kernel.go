@@ -12,7 +12,7 @@ type kernelID uint8
 
 const (
 	kernelGeneric kernelID = iota // unrolled pure Go (generic.go)
-	kernelAVX2                    // AVX2 assembly, Go tail
+	kernelAVX2                    // AVX2 assembly, scalar tail
 	kernelAVX512                  // AVX-512 assembly, masked tail
 	numKernels
 )

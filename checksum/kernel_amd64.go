@@ -18,8 +18,8 @@ const (
 	vectorMin = min(minAVX2, minAVX512)
 )
 
-// sumAVX2 is in sum_amd64.s: the exact sum of the little-endian 32-bit words
-// of b[:len(b)&^31].
+// sumAVX2 is in sum_amd64.s: a 64-bit value congruent, modulo 0xffff, to
+// the little-endian 16-bit word sum of b, zero only if b is.
 //
 //go:noescape
 func sumAVX2(b []byte) uint64
@@ -71,9 +71,8 @@ func sumWith(k kernelID, b []byte) uint64 {
 	return sumGeneric(b)
 }
 
-// sumAVX2Chunks sums b with the AVX2 kernel, maxChunk bytes at a time, and
-// the last len(b)%32 bytes with the Go kernel. Every chunk and the tail start
-// at an even offset, so their sums add without byte swapping.
+// sumAVX2Chunks sums b with the AVX2 kernel, maxChunk bytes at a time. Every
+// chunk starts at an even offset, so their sums add without byte swapping.
 //
 // b: the bytes. Returns as sumLE.
 func sumAVX2Chunks(b []byte) uint64 {
@@ -82,12 +81,7 @@ func sumAVX2Chunks(b []byte) uint64 {
 		s = add64(s, sumAVX2(b[:maxChunk]))
 		b = b[maxChunk:]
 	}
-	n := len(b) &^ 31
-	s = add64(s, sumAVX2(b[:n]))
-	if n == len(b) {
-		return s
-	}
-	return add64(s, sumGeneric(b[n:]))
+	return add64(s, sumAVX2(b))
 }
 
 // sumAVX512Chunks sums b with the AVX-512 kernel, maxChunk bytes at a time.
