@@ -28,14 +28,14 @@ const (
 
 // inherited is what the sandboxed process was handed by the supervisor.
 var inherited struct {
-	sandbox  bool              // this process is the sandboxed one
-	statusFD int               // write end of the readiness pipe, -1 if none
-	caps     CapSet            // capabilities the supervisor meant us to keep
-	uid, gid int               // final IDs as seen from the supervisor, -1 if unknown
-	files    map[string]int    // carried descriptors by name
-	used     map[string]bool   // names taken by Carry
-	parseErr error             // malformed state: reported by Initial
-	keep     map[int]struct{}  // descriptors Initial must not close
+	sandbox  bool             // this process is the sandboxed one
+	statusFD int              // write end of the readiness pipe, -1 if none
+	caps     CapSet           // capabilities the supervisor meant us to keep
+	uid, gid int              // final IDs as seen from the supervisor, -1 if unknown
+	files    map[string]int   // carried descriptors by name
+	used     map[string]bool  // names taken by Carry
+	parseErr error            // malformed state: reported by Initial
+	keep     map[int]struct{} // descriptors Initial must not close
 }
 
 func init() {

@@ -353,7 +353,10 @@ func supervise(cfg *config.Config, p plan) (bool, int, error) {
 			}
 		}
 	} else {
-		attr.Credential = &syscall.Credential{Uid: uint32(p.uid), Gid: uint32(p.gid), Groups: []uint32{}}
+		attr.Credential = &syscall.Credential{Uid: uint32(p.uid), Gid: uint32(p.gid), Groups: []uint32{},
+			// In a namespace with setgroups denied (one we joined,
+			// made by unshare -r for instance) nobody can clear them.
+			NoSetGroups: setgroupsDenied()}
 		if p.uid != 0 {
 			// Not root where it runs: execve would drop every
 			// capability, so carry the stage 2 set as ambient ones.
@@ -438,4 +441,11 @@ func waitStatus(cmd *exec.Cmd) int {
 	}
 	logging.Errorf("waiting for sandboxed process: %v", err)
 	return 1
+}
+
+// setgroupsDenied reports whether setgroups(2) is denied in our user
+// namespace (/proc/self/setgroups says "deny").
+func setgroupsDenied() bool {
+	b, err := os.ReadFile("/proc/self/setgroups")
+	return err == nil && strings.TrimSpace(string(b)) == "deny"
 }
