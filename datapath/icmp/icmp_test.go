@@ -1,0 +1,397 @@
+// Echo tests in private network namespaces: through raw sockets (root),
+// through ping sockets (the namespace's ping_group_range widened), and the
+// refusal warning (default range).
+package icmp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"gopasst/datapath/config"
+	"gopasst/datapath/flow"
+	"gopasst/datapath/guest"
+	"gopasst/datapath/header"
+	"gopasst/datapath/loop"
+	"gopasst/datapath/packet"
+	"gopasst/datapath/tap"
+)
+
+func init() {
+	// See enterNetns: keep the main goroutine on the main thread.
+	runtime.LockOSThread()
+}
+
+// enterNetns moves the calling test goroutine, locked to its thread for
+// good, into a new network namespace with lo up, and sets the namespace's
+// ping_group_range if pingRange is not empty. The namespace goes away with
+// the thread when the test ends. Skips without CAP_SYS_ADMIN.
+func enterNetns(t *testing.T, pingRange string) {
+	t.Helper()
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		t.Skipf("cannot create a network namespace (needs CAP_SYS_ADMIN): %v", err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, _ := unix.NewIfreq("lo")
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		t.Fatal(err)
+	}
+	if pingRange != "" {
+		// Per namespace, and /proc/sys/net follows the calling thread's.
+		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte(pingRange), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 100; i++ { // ::1 usable
+		s, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return
+		}
+		err = unix.Bind(s, &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()})
+		unix.Close(s)
+		if err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fakeOut records the frames committed towards the guest.
+type fakeOut struct {
+	buf    []byte
+	frames [][]byte
+	count  int
+	keep   bool
+}
+
+func (o *fakeOut) Frame() []byte { return o.buf }
+func (o *fakeOut) Commit(n int) {
+	o.count++
+	if o.keep {
+		o.frames = append(o.frames, append([]byte(nil), o.buf[:n]...))
+	}
+}
+func (o *fakeOut) Reserve(bufs [][]byte) int { return 0 }
+func (o *fakeOut) Flush()                    {}
+
+var (
+	guestMAC = [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
+	guest4   = netip.MustParseAddr("192.0.2.10")
+	gw4      = netip.MustParseAddr("192.0.2.1")
+	guest6   = netip.MustParseAddr("2001:db8::10")
+	gw6      = netip.MustParseAddr("2001:db8::1")
+)
+
+func testConfig() *config.Config {
+	return &config.Config{
+		OurMAC: config.DefaultMAC,
+		V4:     config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4},
+		V6: config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6,
+			OurLL: netip.MustParseAddr("fe80::1")},
+	}
+}
+
+type rig struct {
+	cfg *config.Config
+	out *fakeOut
+	l   *loop.Loop
+	ft  *flow.Table
+	h   *Handler
+	pre *Sockets
+}
+
+// newRig builds a handler; raw: open raw sockets with Prepare (skipping
+// without CAP_NET_RAW) rather than use ping sockets.
+func newRig(t *testing.T, raw bool) *rig {
+	t.Helper()
+	r := &rig{cfg: testConfig(), out: &fakeOut{buf: make([]byte, tap.MaxFrame), keep: true}, pre: NoSockets()}
+	var err error
+	if raw {
+		if r.pre, err = Prepare(r.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if r.pre.V4 < 0 || r.pre.V6 < 0 {
+			t.Skip("no CAP_NET_RAW: raw ICMP sockets cannot be opened")
+		}
+		t.Cleanup(r.pre.Close)
+	}
+	if r.l, err = loop.New(64); err != nil {
+		t.Fatal(err)
+	}
+	r.ft = flow.New(64)
+	if r.h, err = New(r.cfg, &guest.State{MAC: guestMAC}, r.out, r.l, r.ft, r.pre); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.h.Close)
+	return r
+}
+
+// echoRequest builds a guest echo request frame.
+func echoRequest(src, dst netip.Addr, id, seq uint16, data []byte) packet.Packet {
+	v6 := src.Is6()
+	l3, et, proto, typ := header.IPv4MinLen, header.EtherTypeIPv4, header.ProtoICMP, header.ICMPv4EchoRequest
+	if v6 {
+		l3, et, proto, typ = header.IPv6Len, header.EtherTypeIPv6, header.ProtoICMPv6, header.ICMPv6EchoRequest
+	}
+	il := 8 + len(data)
+	b := make([]byte, header.EthernetLen+l3+il)
+	header.EncodeEthernet(b, config.DefaultMAC, guestMAC, et)
+	if v6 {
+		header.EncodeIPv6(b[14:], header.IPv6Fields{PayloadLen: il, NextHeader: proto, HopLimit: 64,
+			Src: src.As16(), Dst: dst.As16()})
+	} else {
+		header.EncodeIPv4(b[14:], header.IPv4Fields{TTL: 64, Proto: proto, Src: src.As4(), Dst: dst.As4(), PayloadLen: il})
+	}
+	m := b[14+l3:]
+	m[0] = typ
+	binary.BigEndian.PutUint16(m[4:], id)
+	binary.BigEndian.PutUint16(m[6:], seq)
+	copy(m[8:], data)
+	if v6 {
+		s, d := src.As16(), dst.As16()
+		header.ICMPv6(m).SetChecksum(&s, &d)
+	} else {
+		header.ICMPv4(m).SetChecksum()
+	}
+	return packet.Packet{Frame: b, L3: 14, L4: 14 + l3, L4Len: il, V6: v6, Proto: proto, TTL: 64,
+		Src: src, Dst: dst, SrcPort: id}
+}
+
+// wantReply builds the echo reply frame the guest must get.
+func wantReply(from, to netip.Addr, id, seq uint16, data []byte) []byte {
+	v6 := from.Is6()
+	l3, et, proto, typ := header.IPv4MinLen, header.EtherTypeIPv4, header.ProtoICMP, header.ICMPv4EchoReply
+	if v6 {
+		l3, et, proto, typ = header.IPv6Len, header.EtherTypeIPv6, header.ProtoICMPv6, header.ICMPv6EchoReply
+	}
+	il := 8 + len(data)
+	b := make([]byte, header.EthernetLen+l3+il)
+	header.EncodeEthernet(b, guestMAC, config.DefaultMAC, et)
+	if v6 {
+		header.EncodeIPv6(b[14:], header.IPv6Fields{PayloadLen: il, NextHeader: proto, HopLimit: 255,
+			Src: from.As16(), Dst: to.As16()})
+	} else {
+		header.EncodeIPv4(b[14:], header.IPv4Fields{DF: true, TTL: 255, Proto: proto, Src: from.As4(), Dst: to.As4(), PayloadLen: il})
+	}
+	m := b[14+l3:]
+	m[0] = typ
+	binary.BigEndian.PutUint16(m[4:], id)
+	binary.BigEndian.PutUint16(m[6:], seq)
+	copy(m[8:], data)
+	if v6 {
+		s, d := from.As16(), to.As16()
+		header.ICMPv6(m).SetChecksum(&s, &d)
+	} else {
+		header.ICMPv4(m).SetChecksum()
+	}
+	return b
+}
+
+func (r *rig) waitFrames(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for r.out.count < n && time.Now().Before(deadline) {
+		if err := r.l.Turn(50 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.out.count < n {
+		t.Fatalf("%d frames towards the guest, want %d (stats %+v)", r.out.count, n, r.h.Stats)
+	}
+}
+
+// settle turns the loop for a while, for tests that expect nothing more.
+func (r *rig) settle() {
+	for i := 0; i < 4; i++ {
+		r.l.Turn(25 * time.Millisecond)
+	}
+}
+
+var families = []struct {
+	name      string
+	guest, gw netip.Addr
+}{{"IPv4", guest4, gw4}, {"IPv6", guest6, gw6}}
+
+// testEcho pings the gateway (the host's loopback) twice, then repeats the
+// second sequence number: the replies carry the guest's id and sequence
+// from the gateway address, and the repeated one is dropped.
+func testEcho(t *testing.T, raw bool) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			pingRange := ""
+			if !raw {
+				pingRange = "0 2147483647"
+			}
+			enterNetns(t, pingRange)
+			r := newRig(t, raw)
+			data := []byte("abcdefghijklmnopqrstuvwxyz0123456789!")
+			for seq := uint16(1); seq <= 2; seq++ {
+				r.h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 0x4242, seq, data)})
+				r.waitFrames(t, int(seq))
+				want := wantReply(fam.gw, fam.guest, 0x4242, seq, data)
+				if got := r.out.frames[seq-1]; !bytes.Equal(got, want) {
+					t.Fatalf("reply %d:\n got %x\nwant %x", seq, got, want)
+				}
+			}
+			r.h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 0x4242, 2, data)})
+			r.settle()
+			if r.out.count != 2 || r.h.Stats.Duplicates != 1 {
+				t.Fatalf("%d frames, stats %+v: the duplicate was not dropped", r.out.count, r.h.Stats)
+			}
+			if r.h.Flows() != 1 {
+				t.Fatalf("%d flows", r.h.Flows())
+			}
+			// A second guest identifier is a second flow.
+			r.h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 7, 1, nil)})
+			r.waitFrames(t, 3)
+			if want := wantReply(fam.gw, fam.guest, 7, 1, nil); !bytes.Equal(r.out.frames[2], want) {
+				t.Fatalf("reply:\n got %x\nwant %x", r.out.frames[2], want)
+			}
+			// Timeout after the last request.
+			now := r.l.Now()
+			r.h.tick(now + int64(Timeout) - int64(time.Second))
+			if r.h.Flows() != 2 {
+				t.Fatal("flow closed early")
+			}
+			r.h.tick(now + int64(Timeout))
+			if r.h.Flows() != 0 || r.ft.Count() != 0 {
+				t.Fatalf("%d flows after the timeout", r.h.Flows())
+			}
+		})
+	}
+}
+
+// TestRawEcho: echo through the raw sockets Prepare opens (root).
+func TestRawEcho(t *testing.T) { testEcho(t, true) }
+
+// TestPingSocketEcho: echo through ping sockets, in a namespace whose
+// ping_group_range includes our group.
+func TestPingSocketEcho(t *testing.T) { testEcho(t, false) }
+
+// TestPingRefused: with the default ping_group_range ("1 0") and no raw
+// sockets, requests are dropped (with one warning) and no flow is left.
+func TestPingRefused(t *testing.T) {
+	enterNetns(t, "1 0")
+	r := newRig(t, false)
+	for i := 0; i < 3; i++ {
+		r.h.FromGuest([]packet.Packet{echoRequest(guest4, gw4, 1, uint16(i), nil)})
+	}
+	r.settle()
+	if r.out.count != 0 || r.h.Stats.Dropped != 3 || r.h.Flows() != 0 || r.ft.Count() != 0 || !r.h.warned {
+		t.Fatalf("frames %d, flows %d, stats %+v, warned %v", r.out.count, r.h.Flows(), r.h.Stats, r.h.warned)
+	}
+}
+
+// TestRawStray: echo replies on the raw socket that belong to no flow
+// (another program's ping) do not reach the guest.
+func TestRawStray(t *testing.T) {
+	enterNetns(t, "0 2147483647")
+	r := newRig(t, true)
+	// Someone else pings 127.0.0.1 with a ping socket.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	req := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'x'}
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for r.h.Stats.Stray == 0 && time.Now().Before(deadline) {
+		r.l.Turn(50 * time.Millisecond)
+	}
+	if r.h.Stats.Stray == 0 || r.out.count != 0 {
+		t.Fatalf("stats %+v, %d frames", r.h.Stats, r.out.count)
+	}
+}
+
+// TestAllocs: an echo request and its reply through a raw socket, loop
+// turn included, allocate nothing once the flow exists.
+func TestAllocs(t *testing.T) {
+	enterNetns(t, "")
+	r := newRig(t, true)
+	r.out.keep = false
+	seq := uint16(1)
+	pkts := []packet.Packet{echoRequest(guest4, gw4, 9, seq, make([]byte, 56))}
+	r.h.FromGuest(pkts)
+	r.waitFrames(t, 1)
+	allocs := testing.AllocsPerRun(50, func() {
+		seq++
+		// A new sequence number each time, checksum kept right.
+		pkts = pkts[:1]
+		m := pkts[0].L4Bytes()
+		binary.BigEndian.PutUint16(m[4:], 9)
+		binary.BigEndian.PutUint16(m[6:], seq)
+		header.ICMPv4(m).SetChecksum()
+		r.h.FromGuest(pkts)
+		r.l.Turn(time.Second)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per echo", allocs)
+	}
+	if r.out.count != 52 {
+		t.Fatalf("%d replies, want 52", r.out.count)
+	}
+}
+
+// TestCarried: raw sockets opened as files (the isolation.Carry path) and
+// rebuilt with SocketsFromFiles work like Prepare's.
+func TestCarried(t *testing.T) {
+	enterNetns(t, "")
+	cfg := testConfig()
+	f4, err := OpenRaw(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f6, err := OpenRaw(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f4 == nil || f6 == nil {
+		t.Skip("no CAP_NET_RAW: raw ICMP sockets cannot be opened")
+	}
+	pre, err := SocketsFromFiles(f4, f6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Close()
+	out := &fakeOut{buf: make([]byte, tap.MaxFrame), keep: true}
+	l, err := loop.New(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(cfg, &guest.State{MAC: guestMAC}, out, l, flow.New(64), pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	r := &rig{cfg: cfg, out: out, l: l, h: h}
+	for i, fam := range families {
+		h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 3, 1, []byte("carried"))})
+		r.waitFrames(t, i+1)
+		if want := wantReply(fam.gw, fam.guest, 3, 1, []byte("carried")); !bytes.Equal(out.frames[i], want) {
+			t.Fatalf("%s reply:\n got %x\nwant %x", fam.name, out.frames[i], want)
+		}
+	}
+	cfg.NoICMP = true
+	if f, err := OpenRaw(cfg, false); f != nil || err != nil {
+		t.Fatalf("--no-icmp: %v %v", f, err)
+	}
+}
