@@ -15,7 +15,13 @@ import (
 	"gopasst/datapath/header"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
+	"gopasst/isolation"
 )
+
+func init() {
+	isolation.Allow(isolation.Both, "recvmmsg", "UDP: host datagrams read in batches straight into frames (flow sockets and -u listeners)")
+	isolation.Allow(isolation.Both, "recvmsg", "UDP: ICMP errors from a socket's error queue (MSG_ERRQUEUE, IP_RECVERR)")
+}
 
 // maxPayload returns how many payload bytes fit in a frame buffer of size
 // n after hdr bytes of headers, within the IP length field (65535 bytes

@@ -22,7 +22,12 @@ import (
 	"gopasst/datapath/nat"
 	"gopasst/datapath/packet"
 	"gopasst/datapath/tap"
+	"gopasst/isolation"
 )
+
+func init() {
+	isolation.Allow(isolation.Both, "sendmmsg", "UDP: each flow's guest datagrams of a batch in one call")
+}
 
 const (
 	// Batch is how many guest datagrams FromGuest handles per chunk (the
