@@ -373,3 +373,44 @@ func TestChecksumLengths(t *testing.T) {
 		}
 	}
 }
+
+// TestInboundSpecific: a listener on one IPv4 address (IPv4 socket, no
+// header shuffling) serves two peers with two flows, each answered from the
+// listener's address.
+func TestInboundSpecific(t *testing.T) {
+	enterNetns(t)
+	r := newRig(t, 64, true)
+	port := freePort(t, lo4)
+	spec := &fwd.Spec{Proto: fwd.UDP, Rules: []fwd.Rule{{Proto: fwd.UDP, Addr: lo4, First: port, Last: port, To: port}}}
+	if err := r.h.Listen(spec); err != nil {
+		t.Fatal(err)
+	}
+	// Different ports: both peers look like the gateway to the guest, so
+	// equal ports would be one flow for it (as in the C original).
+	c1 := listenUDP(t, lo4, 0)
+	c2 := listenUDP(t, netip.MustParseAddr("127.0.0.2"), c1.port^1)
+	c1.sendTo(t, netip.AddrPortFrom(lo4, port), []byte("one"))
+	r.waitFrames(t, 1)
+	c2.sendTo(t, netip.AddrPortFrom(lo4, port), []byte("two"))
+	r.waitFrames(t, 2)
+	if want := wantUDPFrame(gw4, c1.port, guest4, port, []byte("one")); !bytes.Equal(r.out.frames[0], want) {
+		t.Fatalf("first frame:\n got %x\nwant %x", r.out.frames[0], want)
+	}
+	// 127.0.0.2 is loopback too: the guest sees it as the gateway.
+	if want := wantUDPFrame(gw4, c2.port, guest4, port, []byte("two")); !bytes.Equal(r.out.frames[1], want) {
+		t.Fatalf("second frame:\n got %x\nwant %x", r.out.frames[1], want)
+	}
+	if r.h.Flows() != 2 {
+		t.Fatalf("%d flows, want 2", r.h.Flows())
+	}
+	r.h.FromGuest([]packet.Packet{
+		guestUDP(guest4, port, gw4, c1.port, 64, []byte("to one")),
+		guestUDP(guest4, port, gw4, c2.port, 64, []byte("to two")),
+	})
+	for _, c := range []*server{c1, c2} {
+		got, from := c.recv(t)
+		if from != netip.AddrPortFrom(lo4, port) || len(got) != 6 {
+			t.Fatalf("client got %q from %v", got, from)
+		}
+	}
+}
