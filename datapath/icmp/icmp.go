@@ -145,6 +145,10 @@ func (h *Handler) FromGuest(pkts []packet.Packet) {
 	now := h.l.Now()
 	for k := range pkts {
 		p := &pkts[k]
+		if p.L4 < 0 || p.L4Len < 0 || p.L4+p.L4Len > len(p.Frame) {
+			h.Stats.Dropped++
+			continue
+		}
 		b := p.L4Bytes()
 		proto, typ := header.ProtoICMP, header.ICMPv4EchoRequest
 		if p.V6 {

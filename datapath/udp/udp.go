@@ -216,7 +216,13 @@ func (h *Handler) fromGuest(pkts []packet.Packet) {
 	now := h.l.Now()
 	idx := h.idx[:len(pkts)]
 	for k := range pkts {
-		idx[k] = h.flowOf(&pkts[k])
+		p := &pkts[k]
+		if p.L4 < 0 || p.L4Len < header.UDPLen || p.L4+p.L4Len > len(p.Frame) || p.Proto != header.ProtoUDP {
+			idx[k] = flow.None // not what the demultiplexer promises
+			h.Stats.ToHostDropped++
+			continue
+		}
+		idx[k] = h.flowOf(p)
 	}
 	// Gather each flow's packets in order (at most Batch² comparisons, no
 	// allocation), send them with one sendmmsg.

@@ -414,3 +414,19 @@ func TestInboundSpecific(t *testing.T) {
 		}
 	}
 }
+
+// TestBadPackets: packets whose offsets do not fit their frame, or that are
+// not UDP, are dropped without a socket being made.
+func TestBadPackets(t *testing.T) {
+	r := newRig(t, 4, false)
+	p := guestUDP(guest4, 1, gw4, 2, 64, []byte("x"))
+	bad := []packet.Packet{p, p, p, p}
+	bad[0].L4Len = 1000
+	bad[1].L4 = -1
+	bad[2].Proto = header.ProtoTCP
+	bad[3].L4Len = 4
+	r.h.FromGuest(bad)
+	if r.h.Flows() != 0 || r.h.Stats.ToHostDropped != 4 {
+		t.Fatalf("flows %d, stats %+v", r.h.Flows(), r.h.Stats)
+	}
+}
