@@ -402,7 +402,10 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 				seq := t.Seq()
 				end := seq + uint32(len(pl))
 				if seqLE(end, next) {
-					continue // already written
+					// Already written: a retransmission, the guest
+					// missed our ACK. Send it again.
+					forceAck = true
+					continue
 				}
 				if seqGT(seq, next) {
 					gap = true
