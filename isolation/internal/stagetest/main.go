@@ -1,3 +1,5 @@
+//go:debug updatemaxprocs=0
+
 // Command stagetest runs gopasst's start-up sequence (the four isolation
 // stages, pasta's namespace) around a small echo service instead of the
 // data path, so that the stages can be checked from outside (/proc of the
