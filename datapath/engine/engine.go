@@ -21,6 +21,7 @@ import (
 	"gopasst/datapath/demux"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/guest"
+	"gopasst/datapath/icmp"
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/tap"
@@ -41,6 +42,7 @@ type Engine struct {
 	Demux *demux.Demux
 	TCP   *tcp.Handler
 	UDP   *udp.Handler
+	ICMP  *icmp.Handler
 
 	inBufs  [][]byte
 	inSizes []int
@@ -54,6 +56,9 @@ type Engine struct {
 type Options struct {
 	TapFD int      // the guest back end's descriptor (tap device)
 	Pcap  tap.Pcap // nil: no capture
+	// ICMP holds raw ICMP sockets opened with privileges before the
+	// sandbox (nil: ping sockets per flow only).
+	ICMP *icmp.Sockets
 }
 
 // New builds the datapath for cfg around the guest back end in o.
@@ -85,7 +90,7 @@ func New(cfg *config.Config, o Options) (*Engine, error) {
 		return nil, fmt.Errorf("tap: %w", err)
 	}
 	l.OnTurnEnd(e.Dev.Flush)
-	if err := e.wire(); err != nil {
+	if err := e.wire(o); err != nil {
 		return nil, err
 	}
 	return e, nil

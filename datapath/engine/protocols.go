@@ -3,15 +3,16 @@ package engine
 import (
 	"fmt"
 
+	"gopasst/datapath/icmp"
 	"gopasst/datapath/tcp"
 	"gopasst/datapath/udp"
 )
 
-// wireProtocols creates the TCP and UDP handlers, connects them to the
+// wireProtocols creates the TCP, UDP and ICMP handlers, connects them to the
 // demultiplexer and opens the listeners of the forwarding rules: all of
 // this before the sandbox, which forbids binding new listeners later only
 // in the sense that their addresses and ports are known now.
-func (e *Engine) wireProtocols() error {
+func (e *Engine) wireProtocols(o Options) error {
 	cfg := e.Cfg
 	if !cfg.NoTCP {
 		h, err := tcp.New(cfg, &e.Guest, e.Dev, e.Loop, e.Flows)
@@ -34,6 +35,14 @@ func (e *Engine) wireProtocols() error {
 		if err := h.Listen(&cfg.UDPIn); err != nil {
 			return err
 		}
+	}
+	if !cfg.NoICMP {
+		h, err := icmp.New(cfg, &e.Guest, e.Dev, e.Loop, e.Flows, o.ICMP)
+		if err != nil {
+			return fmt.Errorf("icmp: %w", err)
+		}
+		e.ICMP = h
+		e.Demux.ICMP = h
 	}
 	return nil
 }

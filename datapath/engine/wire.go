@@ -13,7 +13,7 @@ import (
 // wire connects the local services and the protocols to the demultiplexer
 // and the loop. Service closures are made once here, so dispatching a frame
 // to a service allocates nothing.
-func (e *Engine) wire() error {
+func (e *Engine) wire(o Options) error {
 	cfg, g, out := e.Cfg, &e.Guest, e.Dev
 	if arp.Enabled(cfg) {
 		e.Demux.ARP = func(f []byte) error { return arp.Handle(cfg, g, out, f) }
@@ -39,7 +39,7 @@ func (e *Engine) wire() error {
 			}
 		}
 	})
-	return e.wireProtocols()
+	return e.wireProtocols(o)
 }
 
 // Announce sends what the C original sends at "tap ready": an ARP request
