@@ -23,6 +23,15 @@ import (
 // harness builds stagetest (with extra build tags) once per tag set.
 var harness = map[string]string{}
 
+// TestMain removes the harness builds once every test is done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, bin := range harness {
+		os.RemoveAll(filepath.Dir(bin))
+	}
+	os.Exit(code)
+}
+
 // buildHarness returns the path of the stagetest binary built with tags,
 // in a directory every user can read and execute.
 func buildHarness(t *testing.T, tags string) string {
