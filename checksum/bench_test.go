@@ -55,9 +55,11 @@ func BenchmarkSum(b *testing.B) {
 		buf[i] = byte(i*7 + 1)
 	}
 	b.Logf("%s", Describe())
-	for _, k := range ks {
-		for _, n := range benchSizes {
-			b.Run(fmt.Sprintf("%s/%d", k.name, n), func(b *testing.B) {
+	// Size first, so the kernels compared at one size run close together
+	// in time on a machine whose load drifts.
+	for _, n := range benchSizes {
+		for _, k := range ks {
+			b.Run(fmt.Sprintf("%d/%s", n, k.name), func(b *testing.B) {
 				measure(b, buf[:n], k.f)
 			})
 		}

@@ -11,7 +11,7 @@ import "github.com/klauspost/cpuid/v2"
 // accumulators and the horizontal reduction cost more than they save
 // (measured, see README.md).
 const (
-	minAVX2   = 384
+	minAVX2   = 320
 	minAVX512 = 128
 
 	// vectorMin is the length below which no vector kernel is used.
