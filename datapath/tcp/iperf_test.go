@@ -104,7 +104,13 @@ func TestIperf(t *testing.T) {
 		})
 		w.inPort = port
 		for _, v6 := range []bool{false, true} {
+			if f := os.Getenv("GOPASST_IPERF_V6"); f != "" && (f == "1") != v6 {
+				continue
+			}
 			for _, out := range []bool{true, false} {
+				if d := os.Getenv("GOPASST_IPERF_DIR"); d != "" && (d == "out") != out {
+					continue
+				}
 				r0, to0 := tcpCounters(t, w.ns)
 				r, cpu := w.iperf(t, out, v6, secs)
 				r1, to1 := tcpCounters(t, w.ns)

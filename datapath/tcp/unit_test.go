@@ -1,0 +1,245 @@
+package tcp
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"gopasst/checksum"
+	"gopasst/datapath/config"
+	"gopasst/datapath/flow"
+	"gopasst/datapath/guest"
+	"gopasst/datapath/header"
+	"gopasst/datapath/loop"
+	"gopasst/datapath/packet"
+	"gopasst/datapath/tap"
+)
+
+// fakeOut records frames towards the guest; the test inspects and drops
+// them (Flush only happens when the pool runs out).
+type fakeOut struct {
+	bufs [][]byte
+	lens []int
+	n    int
+}
+
+func newFakeOut(n int) *fakeOut {
+	o := &fakeOut{bufs: make([][]byte, n), lens: make([]int, n)}
+	for i := range o.bufs {
+		o.bufs[i] = make([]byte, tap.MaxFrame)
+	}
+	return o
+}
+
+func (o *fakeOut) Frame() []byte {
+	if o.n == len(o.bufs) {
+		o.Flush()
+	}
+	return o.bufs[o.n]
+}
+
+func (o *fakeOut) Commit(n int) { o.lens[o.n] = n; o.n++ }
+
+func (o *fakeOut) Reserve(b [][]byte) int {
+	if len(o.bufs)-o.n < len(b) {
+		o.Flush()
+	}
+	k := min(len(b), len(o.bufs)-o.n)
+	for i := 0; i < k; i++ {
+		b[i] = o.bufs[o.n+i]
+	}
+	return k
+}
+
+func (o *fakeOut) Flush() { o.n = 0 }
+
+// frame returns committed frame i as a TCP view.
+func (o *fakeOut) tcp(t testing.TB, i int) header.TCP {
+	var g guest.State
+	p, ok := parseFrame(o.bufs[i][:o.lens[i]], &g)
+	if !ok {
+		t.Fatalf("frame %d is not TCP", i)
+	}
+	return header.TCP(p.L4Bytes())
+}
+
+// unitWorld is a handler with a fake guest and real host sockets on
+// loopback, the loop turned by the test itself.
+type unitWorld struct {
+	cfg config.Config
+	g   guest.State
+	l   *loop.Loop
+	ft  *flow.Table
+	out *fakeOut
+	h   *Handler
+}
+
+func newUnitWorld(t testing.TB) *unitWorld {
+	u := &unitWorld{out: newFakeOut(64)}
+	u.cfg = config.Config{Mode: config.ModePasta, MTU: 65520, OurMAC: config.DefaultMAC}
+	u.cfg.V4 = config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4}
+	u.cfg.V6 = config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6}
+	u.g.MAC = [6]byte{2, 0, 0, 0, 0, 1}
+	u.ft = flow.New(64)
+	var err error
+	if u.l, err = loop.New(64); err != nil {
+		t.Fatal(err)
+	}
+	if u.h, err = New(&u.cfg, &u.g, u.out, u.l, u.ft); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(u.h.Close)
+	return u
+}
+
+// guestFrame builds a guest IPv4 TCP frame into f (options opts, payload
+// of plen bytes) and returns its parsed packet.
+func guestFrame(f []byte, sport, dport uint16, seq, ack uint32, flags uint8, wnd uint16, opts []byte, plen int) packet.Packet {
+	tcpLen := 20 + len(opts) + plen
+	copy(f[0:6], config.DefaultMAC[:])
+	copy(f[6:12], []byte{2, 0, 0, 0, 0, 1})
+	binary.BigEndian.PutUint16(f[12:], header.EtherTypeIPv4)
+	header.EncodeIPv4(f[14:], header.IPv4Fields{TTL: 64, Proto: header.ProtoTCP, Src: guest4.As4(), Dst: gw4.As4(), PayloadLen: tcpLen})
+	tcp := f[34 : 34+tcpLen]
+	header.EncodeTCP(tcp, header.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: wnd, OptLen: len(opts)})
+	copy(tcp[20:], opts)
+	binary.BigEndian.PutUint16(tcp[16:], checksum.Checksum(tcp, checksum.PseudoHeaderIPv4(guest4.As4(), gw4.As4(), 6, uint16(tcpLen))))
+	var g guest.State
+	p, _ := parseFrame(f[:34+tcpLen], &g)
+	return p
+}
+
+// hostListen opens a blocking listener on 127.0.0.1 with raw calls (no
+// allocation when used later).
+func hostListen(t testing.TB) (int, uint16) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Listen(fd, 16)
+	sa, _ := unix.Getsockname(fd)
+	return fd, uint16(sa.(*unix.SockaddrInet4).Port)
+}
+
+// handshake opens a connection from the fake guest to a host listener
+// and returns the accepted host socket, the guest's next sequence number
+// and ours.
+func (u *unitWorld) handshake(t testing.TB, lfd int, port uint16) (hfd int, gseq, hseq uint32) {
+	f := make([]byte, 200)
+	opts := []byte{2, 4, 0xff, 0xc8, 1, 3, 3, 7} // MSS 65480, NOP, WS 7
+	p := guestFrame(f, 40000, port, 1000, 0, flagSYN, 65535, opts, 0)
+	u.h.FromGuest([]packet.Packet{p})
+	for i := 0; i < 50 && u.out.n == 0; i++ {
+		u.l.Turn(10 * time.Millisecond)
+	}
+	if u.out.n != 1 {
+		t.Fatalf("%d frames after SYN, want a SYN+ACK", u.out.n)
+	}
+	sa := u.out.tcp(t, 0)
+	if sa.Flags() != flagSYN|flagACK || sa.Ack() != 1001 {
+		t.Fatalf("answer to SYN: flags %#x ack %d", sa.Flags(), sa.Ack())
+	}
+	o, err := header.ParseTCPOptions(sa.Options())
+	if err != nil || o.MSS != 61440 || o.WS != ourWS {
+		t.Fatalf("SYN+ACK options %+v, %v", o, err)
+	}
+	u.out.n = 0
+	hseq = sa.Seq() + 1
+	p = guestFrame(f, 40000, port, 1001, hseq, flagACK, 65535, nil, 0)
+	u.h.FromGuest([]packet.Packet{p})
+	hfd, _, err = unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(hfd) })
+	return hfd, 1001, hseq
+}
+
+// TestRefusedUnit: a SYN to a closed port is answered with RST+ACK.
+func TestRefusedUnit(t *testing.T) {
+	u := newUnitWorld(t)
+	port := hostPort(t)
+	f := make([]byte, 200)
+	u.h.FromGuest([]packet.Packet{guestFrame(f, 40001, port, 5, 0, flagSYN, 65535, nil, 0)})
+	for i := 0; i < 50 && u.out.n == 0; i++ {
+		u.l.Turn(10 * time.Millisecond)
+	}
+	if u.out.n != 1 {
+		t.Fatalf("%d frames, want one RST", u.out.n)
+	}
+	r := u.out.tcp(t, 0)
+	if r.Flags() != flagRST|flagACK || r.Ack() != 6 {
+		t.Fatalf("flags %#x ack %d, want RST+ACK 6", r.Flags(), r.Ack())
+	}
+	// A stray segment of no connection gets a reset too.
+	u.out.n = 0
+	u.h.FromGuest([]packet.Packet{guestFrame(f, 40002, port, 5, 77, flagACK, 65535, nil, 0)})
+	if u.out.n != 1 || u.out.tcp(t, 0).Flags() != flagRST || u.out.tcp(t, 0).Seq() != 77 {
+		t.Fatalf("stray ACK not answered with RST at its ACK")
+	}
+}
+
+// TestSteadyStateAllocs: data from the guest (written to the host
+// socket, ACKed), data from the host (peeked into a frame), and the
+// guest's ACK (discarded from the socket) allocate nothing.
+func TestSteadyStateAllocs(t *testing.T) {
+	u := newUnitWorld(t)
+	lfd, port := hostListen(t)
+	hfd, gseq, hseq := u.handshake(t, lfd, port)
+	const plen = 1000
+	data := make([]byte, 200+plen)
+	ackf := make([]byte, 200)
+	dp := []packet.Packet{guestFrame(data, 40000, port, gseq, hseq, flagACK, 65535, nil, plen)}
+	ap := []packet.Packet{guestFrame(ackf, 40000, port, gseq, hseq, flagACK, 65535, nil, 0)}
+	rbuf := make([]byte, 4*plen)
+	wbuf := make([]byte, plen)
+	var bad string
+	step := func() {
+		// Guest to host.
+		tcp := header.TCP(dp[0].L4Bytes())
+		tcp.SetSeq(gseq)
+		tcp.SetAck(hseq)
+		u.h.FromGuest(dp)
+		gseq += plen
+		if n, _ := unix.Read(hfd, rbuf); n != plen {
+			bad = "host read"
+		}
+		if u.out.n != 1 || u.out.tcp(t, 0).Ack() != gseq {
+			bad = "guest data not acknowledged"
+		}
+		u.out.n = 0
+		// Host to guest, and the guest's ACK.
+		unix.Write(hfd, wbuf)
+		for i := 0; i < 10 && u.out.n == 0; i++ {
+			u.l.Turn(10 * time.Millisecond)
+		}
+		if u.out.n != 1 || u.out.tcp(t, 0).PayloadLen() != plen || u.out.tcp(t, 0).Seq() != hseq {
+			bad = "host data not sent"
+		}
+		hseq += plen
+		u.out.n = 0
+		tcp = header.TCP(ap[0].L4Bytes())
+		tcp.SetSeq(gseq)
+		tcp.SetAck(hseq)
+		u.h.FromGuest(ap)
+		u.out.n = 0
+	}
+	step()
+	allocs := testing.AllocsPerRun(500, step)
+	if bad != "" {
+		t.Fatal(bad)
+	}
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round trip, want 0", allocs)
+	}
+	i, _ := u.ft.Lookup(&flow.Key{Proto: 6, Src: guest4.As16(), Dst: gw4.As16(), SrcPort: 40000, DstPort: port})
+	if c := &u.h.conns[i]; c.seqAckFromTap != hseq || c.seqFromTap != gseq {
+		t.Fatalf("state: ack from guest %d (want %d), from guest %d (want %d)", c.seqAckFromTap, hseq, c.seqFromTap, gseq)
+	}
+}
