@@ -59,7 +59,7 @@ unit:
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test$$' | grep -v '/test/')
 
 integration: all
-	$(GO) test -count=1 -timeout 60m ./test/... -v -args -bin $(CURDIR)
+	$(GO) test -count=1 -timeout 60m ./test/... -v -args -bin $(CURDIR) -peer gopasst
 
 # bench: the full matrix (root; see bench/README.md), bench-quick the short
 # profile. BENCH_FLAGS adds options, e.g. BENCH_FLAGS="-only gopasst,veth -tests tcp".

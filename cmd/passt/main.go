@@ -45,6 +45,9 @@ func modeFromName(argv0 string) config.Mode {
 }
 
 func main() {
+	if runRole() {
+		return
+	}
 	execOptimised()
 	os.Exit(run(modeFromName(os.Args[0]), os.Args[1:]))
 }

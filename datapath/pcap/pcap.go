@@ -66,6 +66,14 @@ func Open(path string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pcap: %w", err)
 	}
+	return FromFile(f)
+}
+
+// FromFile writes the global header to f, a capture file opened (empty) by
+// the caller, possibly in another process before the sandbox, and returns
+// its Writer. On error f is closed.
+func FromFile(f *os.File) (*Writer, error) {
+	path := f.Name()
 	var h [globalLen]byte
 	binary.NativeEndian.PutUint32(h[0:], Magic)
 	binary.NativeEndian.PutUint16(h[4:], VersionMajor)

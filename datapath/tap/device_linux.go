@@ -36,7 +36,7 @@ func CreateDevice(name string) (fd int, ifname string, err error) {
 
 // Pcap records frames crossing the guest interface (datapath/pcap).
 type Pcap interface {
-	Write(frame []byte)
+	Write(frame []byte) error
 }
 
 // Device is pasta's guest back end: a tap descriptor. Frames towards the
