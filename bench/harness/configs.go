@@ -144,7 +144,6 @@ type instance struct {
 	nsTarget   [2]string // where host clients reach namespace servers
 	translator *proc
 	ifname     string
-	nsIperf    *proc
 	nsRR       *proc
 	undo       []func()
 	peakRSS    int64 // KiB, sampled after each test
@@ -202,7 +201,6 @@ func (e *env) teardown(in *instance) {
 			in.peakRSS = kb
 		}
 	}
-	e.procs.stop(in.nsIperf, time.Second)
 	e.procs.stop(in.nsRR, time.Second)
 	e.procs.stop(in.translator, 2*time.Second)
 	for i := len(in.undo) - 1; i >= 0; i-- {
@@ -397,14 +395,10 @@ func slirpHostfwd(sock, proto string, port int) error {
 	return nil
 }
 
-// startNSServers starts the namespace side's iperf3 and rr servers and
-// waits until they listen.
+// startNSServers starts the namespace side's rr server (iperf3 servers are
+// started per test) and waits until it listens.
 func (e *env) startNSServers(in *instance) error {
 	var err error
-	in.nsIperf, err = e.startServer("namespace iperf3", in.nsPrefix(), []string{"iperf3", "-s", "-p", strconv.Itoa(nsPortIperf)}, nsPortIperf)
-	if err != nil {
-		return err
-	}
 	if e.neper == "" {
 		in.nsRR, err = e.startServer("namespace rr", in.nsPrefix(), append(append([]string{}, e.rrCmd...), "-P", strconv.Itoa(nsPortRR)), nsPortRR)
 	}

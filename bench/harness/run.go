@@ -14,9 +14,9 @@
 // inner process ends, the namespace goes with it; Run then checks that no
 // process is left in it and ends any it finds, by PID.
 //
-// Inside, host-side servers (iperf3, rr) listen on 5201/5211 for the whole
-// run. For each repetition, each configuration is set up (a namespace and
-// its translator, or a veth pair, or nothing for loopback), probed with a
+// Inside, the host-side rr server listens on 5211 for the whole run, and
+// a one-off iperf3 server is started around each iperf3 test. For each
+// repetition, each configuration is set up (a namespace and its translator, or a veth pair, or nothing for loopback), probed with a
 // bounded connection, measured with each test, and torn down, so
 // repetitions interleave and slow drift of the machine spreads over all
 // columns alike. A configuration whose probe fails is left out, with its
@@ -203,16 +203,16 @@ func leftovers(nsLink string) []int {
 
 // env is the state of a run inside its namespace.
 type env struct {
-	opts      Options
-	prof      profile
-	procs     procs
-	log       io.Writer
-	rrCmd     []string
-	neper     string // neper's tcp_rr path, "" when not installed
-	sockDir   string
-	hostIperf *proc
-	hostRR    *proc
-	notes     []string
+	opts     Options
+	prof     profile
+	procs    procs
+	log      io.Writer
+	rrCmd    []string
+	neper    string // neper's tcp_rr path, "" when not installed
+	sockDir  string
+	timedOut map[string]string // configuration family and row: the time-out seen
+	hostRR   *proc
+	notes    []string
 
 	cpuClient, cpuServer, cpuTranslator int // -1: not pinned
 }
@@ -245,7 +245,7 @@ func (e *env) pin(cpu int, args []string) []string {
 // it returns the exit status.
 func inner(o Options) int {
 	e := &env{opts: o, prof: profiles[o.Profile], log: os.Stderr, rrCmd: o.RRCommand,
-		cpuClient: -1, cpuServer: -1, cpuTranslator: -1}
+		cpuClient: -1, cpuServer: -1, cpuTranslator: -1, timedOut: map[string]string{}}
 	e.procs.log = func(f string, a ...any) {}
 	if o.Reps > 0 {
 		e.prof.reps = o.Reps
@@ -287,10 +287,6 @@ func inner(o Options) int {
 	start := time.Now()
 	load0 := loadavg()
 	if err := setupOuter(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		return 1
-	}
-	if e.hostIperf, err = e.startServer("host iperf3", nil, []string{"iperf3", "-s", "-p", strconv.Itoa(hostPortIperf)}, hostPortIperf); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
