@@ -1,3 +1,5 @@
+// Integrity of bulk transfers both ways (SHA-256 at both ends) and the guest's retransmission counters.
+
 package tcp
 
 import (

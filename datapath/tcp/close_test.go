@@ -1,3 +1,5 @@
+// Many concurrent connections, every order of closing, half-close and resets.
+
 package tcp
 
 import (

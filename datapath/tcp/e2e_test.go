@@ -1,3 +1,5 @@
+// End-to-end handshake tests through a real guest kernel: echo both ways, refusals.
+
 package tcp
 
 import (

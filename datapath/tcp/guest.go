@@ -610,14 +610,19 @@ func (h *Handler) updateWindow(i flow.Index) bool {
 			if free < mss {
 				free = 0
 			}
-			if c.flags&fWantOut == 0 {
-				c.flags |= fWantOut
-				h.setEpoll(i, evData|unix.EPOLLOUT)
-			}
 		} else if free < mss {
 			// Room in the socket's eyes, but less than a segment:
 			// offer one; a short write then grows the buffer.
 			free = mss
+		}
+		notWritable := sndbuf <= queued || sndbuf-queued < queued/2
+		if (notWritable || c.flags&fDropped != 0) && c.flags&fWantOut == 0 {
+			// After a short write EPOLLOUT is wanted even if the
+			// socket looks writable (a global memory limit refused
+			// the write): then the event comes at once, with the
+			// duplicate ACKs.
+			c.flags |= fWantOut
+			h.setEpoll(i, evData|unix.EPOLLOUT)
 		}
 	}
 	if c.events&established == 0 {

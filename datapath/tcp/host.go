@@ -113,6 +113,7 @@ func (h *Handler) sendData(i flow.Index) int {
 		inflight := c.seqToTap - c.seqAckFromTap
 		if c.wndFromTap <= inflight {
 			// Window full: the guest's next ACK brings us back.
+			h.Stats.PeekWindowFull++
 			if c.wndFromTap == 0 {
 				if _, armed := h.l.Timers().Armed(int32(i)); !armed {
 					c.flags |= fPersist
@@ -168,7 +169,9 @@ func (h *Handler) sendData(i flow.Index) int {
 		h.msg.Iov = &h.iov[0]
 		h.msg.Iovlen = uint64(j)
 		r, e := recvmsg(int(c.fd), &h.msg, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		h.Stats.Peeks++
 		if e == unix.EAGAIN {
+			h.Stats.PeekDrained++
 			c.flags &^= fHostData
 			return sent
 		}
@@ -236,6 +239,7 @@ func (h *Handler) sendData(i flow.Index) int {
 			// Drained for now. Unless the peer's FIN is known (then the
 			// next peek sees the end of the stream), wait for EPOLLIN.
 			if c.events&sockFinRcvd == 0 {
+				h.Stats.PeekDrained++
 				c.flags &^= fHostData
 				return sent
 			}

@@ -1,3 +1,5 @@
+// iperf3 measurements through the in-process harness (opt-in: GOPASST_IPERF=1).
+
 package tcp
 
 import (
@@ -112,7 +114,15 @@ func TestIperf(t *testing.T) {
 					continue
 				}
 				r0, to0 := tcpCounters(t, w.ns)
-				r, cpu := w.iperf(t, out, v6, secs)
+				// The bench harness's options (the C original's): two
+				// streams, and ns to host a window fitting the MTU.
+				extra := []string{"-P", "2"}
+				if out && mtu <= 1500 {
+					extra = append(extra, "-w", "512K")
+				} else if out {
+					extra = append(extra, "-w", "8M")
+				}
+				r, cpu := w.iperf(t, out, v6, secs, extra...)
 				r1, to1 := tcpCounters(t, w.ns)
 				dir := "host->ns"
 				if out {

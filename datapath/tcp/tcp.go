@@ -1,3 +1,6 @@
+// Handler, per-connection state, construction, kernel probes, freeing of
+// closed connections and the housekeeping tick.
+
 package tcp
 
 import (
@@ -77,6 +80,7 @@ type Stats struct {
 	Opened, Accepted, Refused, Resets, Closed uint64
 	ShortWrites, DupAcks, FastRetrans, RTOs   uint64
 	FramesOut, BytesOut, BytesIn              uint64
+	Peeks, PeekDrained, PeekWindowFull        uint64 // reads towards the guest, and why they stopped
 }
 
 // Handler translates TCP between the guest and host sockets. It runs on

@@ -1,3 +1,5 @@
+// Unit tests with a fake guest (hand-built segments, a recording tap.Out) and real host sockets, and the allocation test of the steady state.
+
 package tcp
 
 import (

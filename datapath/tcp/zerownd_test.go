@@ -1,3 +1,5 @@
+// A receiver that stops reading, on either side: no spinning, no loss.
+
 package tcp
 
 import (
