@@ -28,26 +28,32 @@ func TestPastaPing(t *testing.T) {
 		h := nstest.NewHost(t)
 		addHostLocal(t, h)
 		p := startPasta(t, h, peer, mode, append([]string{"--config-net"}, quietArgs...)...)
-		for _, c := range []struct {
-			dst     string
-			gateway bool
-		}{
-			{nstest.HostGW4.String(), true},
-			{nstest.HostGW6.String(), true},
-			{hostLocal4.String(), false},
-			{hostLocal6.String(), false},
-		} {
-			t.Run(c.dst, func(t *testing.T) {
-				before := tapCounters(t, p)
-				err := ping(p, c.dst, 3)
-				if c.gateway {
-					knownLimit(t, peer, reasonICMPGateway, err)
-				} else if err != nil {
-					t.Fatal(err)
-				}
-				// 3 echoes of 56 bytes of data each way, plus headers.
-				checkTapMoved(t, before, tapCounters(t, p), 3*84, 3)
-			})
-		}
+		checkPing(t, peer, p)
 	})
+}
+
+// checkPing pings the gateways and the host's own addresses from p's
+// namespace (see TestPastaPing), each in a subtest.
+func checkPing(t *testing.T, peer nstest.Peer, p *nstest.Pasta) {
+	for _, c := range []struct {
+		dst     string
+		gateway bool
+	}{
+		{nstest.HostGW4.String(), true},
+		{nstest.HostGW6.String(), true},
+		{hostLocal4.String(), false},
+		{hostLocal6.String(), false},
+	} {
+		t.Run(c.dst, func(t *testing.T) {
+			before := tapCounters(t, p)
+			err := ping(p, c.dst, 3)
+			if c.gateway {
+				knownLimit(t, peer, reasonICMPGateway, err)
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			// 3 echoes of 56 bytes of data each way, plus headers.
+			checkTapMoved(t, before, tapCounters(t, p), 3*84, 3)
+		})
+	}
 }

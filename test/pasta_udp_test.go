@@ -55,44 +55,51 @@ func TestPastaUDP(t *testing.T) {
 		h := nstest.NewHost(t)
 		addHostLocal(t, h)
 		p := startPasta(t, h, peer, mode, append([]string{"--config-net"}, quietArgs...)...)
-		for _, c := range udpCases {
-			t.Run(c.name, func(t *testing.T) {
-				srv := listenUDP(t, h, c.server)
-				got := make(chan []byte, 8)
-				go udpEchoServer(srv, got)
-				port := srv.LocalAddr().(*net.UDPAddr).Port
-
-				request := randomBytes(t, 1200)
-				before := tapCounters(t, p)
-				conn, err := dialUDP(p, c.dst, port)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer conn.Close()
-				back, err := udpRoundTrip(conn, request, 6*time.Second)
-				if err != nil {
-					err = fmt.Errorf("no answer from %s through pasta: %w", net.JoinHostPort(c.dst, strconv.Itoa(port)), err)
-					if c.name == "ipv6-gateway" {
-						knownLimit(t, peer, reasonUDP6Gateway, err)
-					}
-					t.Fatal(err)
-				}
-				if !bytes.Equal(back, request) {
-					t.Errorf("client got %d bytes back, not the %d sent", len(back), len(request))
-				}
-				select {
-				case first := <-got:
-					if !bytes.Equal(first, request) {
-						t.Errorf("server received %d bytes, not the %d sent", len(first), len(request))
-					}
-				default:
-					t.Errorf("server reports no datagram")
-				}
-				checkTapMoved(t, before, tapCounters(t, p), uint64(len(request)), 1)
-				t.Logf("%d bytes each way, %v -> %v", len(request), conn.LocalAddr(), conn.RemoteAddr())
-			})
-		}
+		checkUDP(t, peer, h, p)
 	})
+}
+
+// checkUDP sends a datagram from p's namespace to each of udpCases and
+// checks the echo (see TestPastaUDP), each in a subtest. The host h must
+// have its local addresses (addHostLocal).
+func checkUDP(t *testing.T, peer nstest.Peer, h *nstest.Host, p *nstest.Pasta) {
+	for _, c := range udpCases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := listenUDP(t, h, c.server)
+			got := make(chan []byte, 8)
+			go udpEchoServer(srv, got)
+			port := srv.LocalAddr().(*net.UDPAddr).Port
+
+			request := randomBytes(t, 1200)
+			before := tapCounters(t, p)
+			conn, err := dialUDP(p, c.dst, port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			back, err := udpRoundTrip(conn, request, 6*time.Second)
+			if err != nil {
+				err = fmt.Errorf("no answer from %s through pasta: %w", net.JoinHostPort(c.dst, strconv.Itoa(port)), err)
+				if c.name == "ipv6-gateway" {
+					knownLimit(t, peer, reasonUDP6Gateway, err)
+				}
+				t.Fatal(err)
+			}
+			if !bytes.Equal(back, request) {
+				t.Errorf("client got %d bytes back, not the %d sent", len(back), len(request))
+			}
+			select {
+			case first := <-got:
+				if !bytes.Equal(first, request) {
+					t.Errorf("server received %d bytes, not the %d sent", len(first), len(request))
+				}
+			default:
+				t.Errorf("server reports no datagram")
+			}
+			checkTapMoved(t, before, tapCounters(t, p), uint64(len(request)), 1)
+			t.Logf("%d bytes each way, %v -> %v", len(request), conn.LocalAddr(), conn.RemoteAddr())
+		})
+	}
 }
 
 // TestPastaUDPRefused sends from a connected UDP socket in pasta's
