@@ -138,3 +138,30 @@ func TestIperf(t *testing.T) {
 		t.Logf("MTU %d: %+v, tap %+v", mtu, w.h.Stats, w.dev.Stats)
 	}
 }
+
+// TestRR measures TCP_RR and TCP_CRR (the bench's rr tool, path in
+// GOPASST_RR) from the namespace to a host server through the handler.
+func TestRR(t *testing.T) {
+	rr := os.Getenv("GOPASST_RR")
+	if rr == "" {
+		t.Skip("set GOPASST_RR to the bench rr tool (go build -o /tmp/rr ./bench/cmd/rr)")
+	}
+	w := newWorld(t, 65520, nil)
+	port := hostPort(t)
+	srv := exec.Command(rr, "-B", "127.0.0.1", "-P", fmt.Sprint(port), "-lifetime", "60s")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	for _, test := range []string{"tcp_rr", "tcp_crr"} {
+		out, err := exec.Command("ip", "netns", "exec", w.ns, rr, "-c", "-H", gw4.String(), "-P", fmt.Sprint(port),
+			"-test", test, "-l", "3s").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", test, err, out)
+		}
+		t.Logf("%s: %s", test, out)
+	}
+	w.halt()
+	t.Logf("%+v", w.h.Stats)
+}
