@@ -284,11 +284,11 @@ func isTimeout(err error) bool {
 
 // tcpExchange connects with dial, sends request, and reads the answer the
 // server (accepting on ln) sends back after reading the whole request; the
-// server then closes. It checks the bytes at both ends and returns the
-// address the server saw the client at. Every step has a deadline.
-func tcpExchange(t *testing.T, ln net.Listener, dial func() (net.Conn, error), request, answer []byte) net.Addr {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+// server then closes. It returns the address the server saw the client
+// at, or an error if a step fails or the bytes differ at either end. Every
+// step has a deadline.
+func tcpExchange(ln net.Listener, dial func() (net.Conn, error), request, answer []byte) (net.Addr, error) {
+	deadline := time.Now().Add(15 * time.Second)
 	type result struct {
 		got  []byte
 		peer net.Addr
@@ -314,24 +314,27 @@ func tcpExchange(t *testing.T, ln net.Listener, dial func() (net.Conn, error), r
 
 	c, err := dial()
 	if err != nil {
-		t.Fatalf("dial: %v", err)
+		<-srv
+		return nil, fmt.Errorf("dial: %w", err)
 	}
 	defer c.Close()
 	c.SetDeadline(deadline)
+	var werr error
 	if _, err := c.Write(request); err != nil {
-		t.Fatalf("client write: %v", err)
+		werr = fmt.Errorf("client write: %w", err)
 	}
 	back := make([]byte, len(answer))
 	n, rerr := io.ReadFull(c, back)
 	r := <-srv
-	if r.err != nil {
-		t.Fatalf("server: %v", r.err)
+	switch {
+	case werr != nil:
+		return r.peer, werr
+	case r.err != nil:
+		return r.peer, fmt.Errorf("server: %w", r.err)
+	case !bytes.Equal(r.got, request):
+		return r.peer, fmt.Errorf("server received %d bytes, not the %d sent", len(r.got), len(request))
+	case rerr != nil || !bytes.Equal(back[:n], answer):
+		return r.peer, fmt.Errorf("client received %d bytes (%v), not the %d the server sent", n, rerr, len(answer))
 	}
-	if !bytes.Equal(r.got, request) {
-		t.Errorf("server received %d bytes, not the %d sent", len(r.got), len(request))
-	}
-	if rerr != nil || !bytes.Equal(back[:n], answer) {
-		t.Errorf("client received %d bytes (%v), not the %d the server sent", n, rerr, len(answer))
-	}
-	return r.peer
+	return r.peer, nil
 }
