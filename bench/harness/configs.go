@@ -116,9 +116,9 @@ func (e *env) configs() []config {
 	// (qemu, or a bridge from a tap in a namespace standing in for it):
 	// gopasst's passt mode does not exist yet, and neither does that guest.
 	e.note("passt mode (Debian passt, gopasst passt, --passt builds): not measured yet: the harness has no guest back end; table left out")
-	ours := filepath.Join(e.opts.Bin, "pasta")
-	if _, err := os.Stat(ours); err != nil {
-		e.note(fmt.Sprintf("gopasst pasta: %s not built (run make): column left out", ours))
+	ours, err := e.snapshotOurs()
+	if err != nil {
+		e.note(fmt.Sprintf("gopasst pasta: %v: column left out", err))
 	} else {
 		for _, m := range p.tapMTUs {
 			add(config{label: "gopasst pasta", role: report.RoleOurs, mode: "pasta", path: "tap", mtu: m, kind: "pasta",
@@ -454,4 +454,37 @@ func (e *env) probe(ctx context.Context, in *instance) error {
 		}
 	}
 	return nil
+}
+
+// snapshotOurs copies gopasst's binaries (passt and passt.avx2, which pasta
+// re-executes into on capable CPUs) from the tree into the run's private
+// directory and returns the path of the copy's pasta link: other engineers
+// rebuild the tree's binaries while a run goes on, and every repetition
+// must measure the same build.
+func (e *env) snapshotOurs() (string, error) {
+	if e.oursPasta != "" {
+		return e.oursPasta, nil
+	}
+	dir := filepath.Join(e.sockDir, "gopasst")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for _, f := range []string{"passt", "passt.avx2"} {
+		b, err := os.ReadFile(filepath.Join(e.opts.Bin, f))
+		if err != nil {
+			if f == "passt" {
+				return "", fmt.Errorf("%s not built (run make)", filepath.Join(e.opts.Bin, f))
+			}
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o755); err != nil {
+			return "", err
+		}
+		link := "pasta" + strings.TrimPrefix(f, "passt")
+		if err := os.Symlink(f, filepath.Join(dir, link)); err != nil {
+			return "", err
+		}
+	}
+	e.oursPasta = filepath.Join(dir, "pasta")
+	return e.oursPasta, nil
 }

@@ -203,16 +203,17 @@ func leftovers(nsLink string) []int {
 
 // env is the state of a run inside its namespace.
 type env struct {
-	opts     Options
-	prof     profile
-	procs    procs
-	log      io.Writer
-	rrCmd    []string
-	neper    string // neper's tcp_rr path, "" when not installed
-	sockDir  string
-	timedOut map[string]string // configuration family and row: the time-out seen
-	hostRR   *proc
-	notes    []string
+	opts      Options
+	prof      profile
+	procs     procs
+	log       io.Writer
+	rrCmd     []string
+	neper     string // neper's tcp_rr path, "" when not installed
+	sockDir   string
+	timedOut  map[string]string // configuration family and row: the time-out seen
+	oursPasta string            // the run's copy of gopasst's pasta
+	hostRR    *proc
+	notes     []string
 
 	cpuClient, cpuServer, cpuTranslator int // -1: not pinned
 }
@@ -440,6 +441,9 @@ func (e *env) meta(start time.Time, load0 string) report.Meta {
 	}
 	if p, ok := lookPath("slirp4netns"); ok {
 		m.Tools["slirp4netns"] = p + ": " + firstLine("slirp4netns", "--version")
+	}
+	if e.oursPasta != "" {
+		m.Tools["gopasst pasta"] = firstLine(e.oursPasta, "--version") + " (copied from " + e.opts.Bin + " at the start of the run)"
 	}
 	if e.neper != "" {
 		m.Tools["request/response"] = "neper (" + e.neper + ")"
