@@ -416,6 +416,7 @@ func tcpIntegrity(t *testing.T, w *tcpWorld, size int64) {
 		t.Run(path.name, func(t *testing.T) {
 			guest, host := w.connect(t, path)
 			before := nsCounters(t, w.p)
+			dropsBefore := tapDrops(t, w.p)
 			deadline := time.Now().Add(90 * time.Second)
 			guest.SetDeadline(deadline)
 			host.SetDeadline(deadline)
@@ -441,6 +442,9 @@ func tcpIntegrity(t *testing.T, w *tcpWorld, size int64) {
 			}()
 			wg.Wait()
 			after := nsCounters(t, w.p)
+			drops := tapDrops(t, w.p)
+			drops[0] -= dropsBefore[0]
+			drops[1] -= dropsBefore[1]
 
 			if err := checkStream("guest to host", up, upGot); err != nil {
 				t.Error(err)
@@ -450,14 +454,40 @@ func tcpIntegrity(t *testing.T, w *tcpWorld, size int64) {
 			}
 			retrans := after.TcpRetransSegs - before.TcpRetransSegs
 			timeouts := after.TcpExtTCPTimeouts - before.TcpExtTCPTimeouts
-			t.Logf("%d MiB each way at once: guest to host %v (%.2f Gbit/s), host to guest %v (%.2f Gbit/s); namespace: TcpRetransSegs +%d, TcpExtTCPTimeouts +%d",
+			t.Logf("%d MiB each way at once: guest to host %v (%.2f Gbit/s), host to guest %v (%.2f Gbit/s); namespace: TcpRetransSegs +%d, TcpExtTCPTimeouts +%d; tap drops: %d to pasta, %d from it",
 				size>>20, upTime.Round(time.Millisecond), gbits(upGot.n, upTime),
-				downTime.Round(time.Millisecond), gbits(downGot.n, downTime), retrans, timeouts)
+				downTime.Round(time.Millisecond), gbits(downGot.n, downTime), retrans, timeouts, drops[1], drops[0])
 			if timeouts != 0 {
-				t.Errorf("the guest's kernel hit %d retransmission timeouts during the transfer (TcpRetransSegs +%d): segments lost or left unacknowledged in pasta", timeouts, retrans)
+				t.Errorf("the guest's kernel hit %d retransmission timeouts during the transfer (TcpRetransSegs +%d, tap drops: %d frames to pasta, %d from it): segments lost or left unacknowledged in pasta",
+					timeouts, retrans, drops[1], drops[0])
 			}
 		})
 	}
+}
+
+// tapDrops returns the frames the namespace's kernel dropped on pasta's
+// tap: received (from pasta) and transmitted (to pasta: the tap's queue
+// was full because pasta did not read it in time), from /proc/net/dev.
+func tapDrops(t *testing.T, p *nstest.Pasta) [2]uint64 {
+	t.Helper()
+	for _, l := range strings.Split(p.NSOutput(t, "cat", "/proc/net/dev"), "\n") {
+		name, rest, ok := strings.Cut(l, ":")
+		if !ok || strings.TrimSpace(name) != p.Tap {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 16 {
+			t.Fatalf("/proc/net/dev line %q: %d fields, want 16", l, len(f))
+		}
+		rx, err1 := strconv.ParseUint(f[3], 10, 64)
+		tx, err2 := strconv.ParseUint(f[11], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("/proc/net/dev line %q: %v", l, err)
+		}
+		return [2]uint64{rx, tx}
+	}
+	t.Fatalf("no %s in the namespace's /proc/net/dev", p.Tap)
+	return [2]uint64{}
 }
 
 // gbits returns n bytes over d in Gbit/s.
