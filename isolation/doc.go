@@ -89,13 +89,20 @@
 //     narrows the sandboxed process to the stage 2 set (SYS_ADMIN, SETPCAP,
 //     NET_BIND_SERVICE; pasta also NET_ADMIN and SYS_PTRACE), which every
 //     later thread inherits;
-//   - Prefork then clears the bounding set and narrows further on the main
-//     thread (what /proc/PID/status shows) and on the namespace worker
-//     (RegisterThread). The runtime's other threads keep the stage 2 set:
-//     in a user namespace of our own it covers only our own namespaces, and
-//     the seccomp filter, which does apply to every thread, allows none of
-//     the syscalls those capabilities would matter for (mount, setns,
-//     ptrace, capset, prctl, execve).
+//   - Prefork then clears the bounding and ambient sets and narrows the
+//     others on the main thread (what /proc/PID/status shows), on the
+//     namespace worker (RegisterThread), and on every other thread through
+//     isolation/threadcaps: a real-time signal whose C handler makes the
+//     same raw system calls on the thread it lands on (glibc does the same
+//     for setuid()), sent to each thread of /proc/self/task until all of
+//     them show the narrowed sets. Threads started later copy a narrowed
+//     one. Without that, the runtime's threads kept the stage 2 set: for
+//     pasta started as root and attaching (nobody in the initial user
+//     namespace, with ambient capabilities), CAP_NET_ADMIN over the host's
+//     network namespace, usable through an rtnetlink socket with the
+//     socket/bind/sendmsg the filter allows, from any code running on one
+//     of those threads. The integration tests (test/isolation_test.go)
+//     check every thread of the real binary.
 //
 // # The allow-lists
 //

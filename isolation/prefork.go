@@ -11,6 +11,7 @@ import (
 
 	"gopasst/datapath/config"
 	"gopasst/datapath/logging"
+	"gopasst/isolation/threadcaps"
 )
 
 // runtimeCaps is what each mode keeps after stage 3: nothing for passt;
@@ -53,8 +54,9 @@ func RegisterThread(run func(func() error) error) {
 //     anywhere; this is valid with threads, as the mount namespace belongs
 //     to the whole process and pivot_root moves the root of all of them;
 //   - clear the bounding set and narrow the effective and permitted sets to
-//     what the mode needs at run time (runtimeCaps), on the main thread and
-//     on each RegisterThread thread (see doc.go, "Capabilities and
+//     what the mode needs at run time (runtimeCaps), on the main thread,
+//     on each RegisterThread thread, and then on every other thread of the
+//     process (isolation/threadcaps; see doc.go, "Capabilities and
 //     threads");
 //   - in the background, point standard streams at /dev/null;
 //   - tell the supervisor we are ready: it writes the PID file and, in the
@@ -77,6 +79,13 @@ func Prefork(cfg *config.Config) error {
 		}
 		defer devnull.Close()
 	}
+	// Threads are listed in /proc after the root is gone: keep the
+	// directory open across pivot_root.
+	taskDir, err := unix.Open("/proc/self/task", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("prefork: listing threads: %w", err)
+	}
+	defer unix.Close(taskDir)
 	if err := emptyRoot(); err != nil {
 		return err
 	}
@@ -100,6 +109,10 @@ func Prefork(cfg *config.Config) error {
 		if err := r(drop); err != nil {
 			return fmt.Errorf("prefork, worker thread: %w", err)
 		}
+	}
+	// And every other thread: the runtime's own kept the stage 2 set.
+	if err := threadcaps.NarrowAll(taskDir, uint64(keep)); err != nil {
+		return fmt.Errorf("prefork: %w", err)
 	}
 	if logging.Debugging() {
 		logging.Debugf("prefork: capabilities kept: %s", keep)
