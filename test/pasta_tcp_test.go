@@ -869,12 +869,13 @@ func (w *tcpWorld) reset(t *testing.T, path tcpPath, byGuest bool) {
 	}
 }
 
-// closeFirst: the host sends 256 KiB and the guest 64 KiB, then one side
-// (the guest's if byGuest) closes; the other reads all the data and then
+// closeFirst: one side (the guest's if byGuest) sends 64 KiB and reads
+// 256 KiB from the other, then closes; the other reads the 64 KiB and then
 // EOF (not a reset), then closes too. Within 3 s no socket of the
-// connection may be left in either namespace in a state but TIME-WAIT
-// (ss): a FIN pasta never acknowledged would leave LAST-ACK or FIN-WAIT-1
-// behind, one it never passed on CLOSE-WAIT or FIN-WAIT-2.
+// connection may be left in either namespace in a state but TIME-WAIT, and
+// the first closer's socket must be in TIME-WAIT (ss): a FIN pasta never
+// acknowledged would leave LAST-ACK or FIN-WAIT-1 behind, one it never
+// passed on CLOSE-WAIT or FIN-WAIT-2, a reset no TIME-WAIT.
 func (w *tcpWorld) closeFirst(t *testing.T, path tcpPath, byGuest bool) {
 	guest, host := w.connect(t, path)
 	first, second, fname, sname := ends(guest, host, byGuest)
@@ -912,24 +913,33 @@ func (w *tcpWorld) closeFirst(t *testing.T, path tcpPath, byGuest bool) {
 	}
 	second.Close()
 
+	// The first closer's socket ends in TIME-WAIT in its namespace: proof
+	// of a clean close (a reset leaves none) and that ss shows the
+	// connection at all.
 	var left []string
+	timeWait := false
 	nstest.Poll(3*time.Second, func() bool {
-		left = nil
+		left, timeWait = nil, false
 		for _, ns := range []struct {
 			name string
 			out  string
-		}{{"host", w.h.Output(t, "ss", "-Htan")}, {"namespace", w.p.NSOutput(t, "ss", "-Htan")}} {
+		}{{"host", w.h.Output(t, "ss", "-Htan")}, {"guest", w.p.NSOutput(t, "ss", "-Htan")}} {
 			for _, l := range connSockets(ns.out, ports) {
 				if !strings.HasPrefix(l, "TIME-WAIT") {
 					left = append(left, ns.name+": "+l)
+				} else if ns.name == fname {
+					timeWait = true
 				}
 			}
 		}
-		return len(left) == 0
+		return len(left) == 0 && timeWait
 	})
 	if len(left) > 0 {
 		t.Errorf("%s closed first, then the %s: 3 s later sockets of the connection remain:\n%s",
 			fname, sname, strings.Join(left, "\n"))
+	}
+	if !timeWait {
+		t.Errorf("%s closed first, then the %s: no socket of the connection in TIME-WAIT on the %s's side (ss -tan): not a clean close", fname, sname, fname)
 	}
 }
 
