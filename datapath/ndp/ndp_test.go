@@ -6,56 +6,25 @@ package ndp
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"net/netip"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"gopasst/datapath/config"
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap/taptest"
 )
 
-// fakeOut records committed frames (tap.Out for tests).
-type fakeOut struct {
-	buf    [4096]byte
-	frames [][]byte
-	keep   bool
-	n      int
-}
-
-// Frame returns the one buffer.
-func (f *fakeOut) Frame() []byte { return f.buf[:] }
-
-// Commit counts the frame and keeps a copy if asked to.
-func (f *fakeOut) Commit(n int) {
-	f.n++
-	if f.keep {
-		f.frames = append(f.frames, append([]byte(nil), f.buf[:n]...))
-	}
-}
-
-// Reserve is not used by the services.
-func (f *fakeOut) Reserve(bufs [][]byte) int { return 0 }
-
-// Flush does nothing.
-func (f *fakeOut) Flush() {}
-
-var (
-	guestMAC = [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-	guestLL  = netip.MustParseAddr("fe80::5054:ff:fe12:3456")
-	ourLL    = netip.MustParseAddr("fe80::1")
-	assigned = netip.MustParseAddr("2001:db8:1:2:aaaa:bbbb:cccc:dddd")
-)
+var assigned = netip.MustParseAddr("2001:db8:1:2:aaaa:bbbb:cccc:dddd")
 
 func testConfig() *config.Config {
 	return &config.Config{
 		OurMAC: config.DefaultMAC,
 		MTU:    65520,
-		V6: config.IP{Enabled: true, Addr: assigned, PrefixLen: 64, Gateway: ourLL, OurLL: ourLL,
+		V6: config.IP{Enabled: true, Addr: assigned, PrefixLen: 64, Gateway: configtest.OurLL, OurLL: configtest.OurLL,
 			DNS: []netip.Addr{netip.MustParseAddr("2001:db8::53"), netip.MustParseAddr("192.0.2.53"),
 				netip.MustParseAddr("2001:db8::54")}},
 		AdvertiseDNS:    true,
@@ -64,23 +33,17 @@ func testConfig() *config.Config {
 	}
 }
 
-// icmpFrame builds Ethernet+IPv6+ICMPv6 with hop limit 255 and a correct
-// checksum, as the kernel sends NDP.
+// icmpFrame builds Ethernet+IPv6+ICMPv6 from the guest with hop limit 255
+// and a correct checksum, as the kernel sends NDP.
 func icmpFrame(macDst [6]byte, src, dst netip.Addr, msg []byte) []byte {
-	b := make([]byte, header.EthernetLen+header.IPv6Len+len(msg))
-	n := header.EncodeEthernet(b, macDst, guestMAC, header.EtherTypeIPv6)
-	n += header.EncodeIPv6(b[n:], header.IPv6Fields{PayloadLen: len(msg), NextHeader: header.ProtoICMPv6,
-		HopLimit: 255, Src: src.As16(), Dst: dst.As16()})
-	copy(b[n:], msg)
-	s, d := src.As16(), dst.As16()
-	header.ICMPv6(b[n:]).SetChecksum(&s, &d)
-	return b
+	return taptest.IP{MACDst: macDst, MACSrc: configtest.GuestMAC, Src: src, Dst: dst,
+		Proto: header.ProtoICMPv6, TTL: 255}.Frame(msg)
 }
 
 // rs is a Router Solicitation with a source link-layer address option.
 func rs(src netip.Addr) []byte {
 	msg := []byte{133, 0, 0, 0, 0, 0, 0, 0, optSLLA, 1}
-	msg = append(msg, guestMAC[:]...)
+	msg = append(msg, configtest.GuestMAC[:]...)
 	if !src.IsUnspecified() {
 		return icmpFrame([6]byte{0x33, 0x33, 0, 0, 0, 2}, src, netip.MustParseAddr("ff02::2"), msg)
 	}
@@ -93,7 +56,7 @@ func ns(src, target netip.Addr) []byte {
 	msg := append([]byte{135, 0, 0, 0, 0, 0, 0, 0}, t[:]...)
 	if !src.IsUnspecified() {
 		msg = append(msg, optSLLA, 1)
-		msg = append(msg, guestMAC[:]...)
+		msg = append(msg, configtest.GuestMAC[:]...)
 	}
 	snm := netip.AddrFrom16([16]byte{0xff, 2, 11: 1, 12: 0xff, 13: t[13], 14: t[14], 15: t[15]})
 	return icmpFrame([6]byte{0x33, 0x33, 0xff, t[13], t[14], t[15]}, src, snm, msg)
@@ -111,7 +74,7 @@ func checkIPv6(t *testing.T, f []byte, macDst [6]byte, dst netip.Addr) header.IC
 	if err != nil || proto != header.ProtoICMPv6 || off != 40 || len(ip) != len(f)-14 {
 		t.Fatalf("ipv6: %v", err)
 	}
-	if ip.HopLimit() != 255 || ip.SrcAddr() != ourLL || ip.DstAddr() != dst || ip.TrafficClass() != 0 || ip.FlowLabel() != 0 {
+	if ip.HopLimit() != 255 || ip.SrcAddr() != configtest.OurLL || ip.DstAddr() != dst || ip.TrafficClass() != 0 || ip.FlowLabel() != 0 {
 		t.Fatalf("ipv6 header % x", ip[:40])
 	}
 	m := header.ICMPv6(ip[off:])
@@ -124,14 +87,14 @@ func checkIPv6(t *testing.T, f []byte, macDst [6]byte, dst netip.Addr) header.IC
 
 func TestNA(t *testing.T) {
 	for _, target := range []string{"fe80::1", "2001:db8::99", "2001:db8:1:2::1"} {
-		out := &fakeOut{keep: true}
-		if err := Handle(testConfig(), &guest.State{}, out, ns(guestLL, netip.MustParseAddr(target))); err != nil {
+		out := taptest.New(1)
+		if err := Handle(testConfig(), &guest.State{}, out, ns(configtest.GuestLL, netip.MustParseAddr(target))); err != nil {
 			t.Fatal(err)
 		}
-		if len(out.frames) != 1 {
-			t.Fatalf("%d frames", len(out.frames))
+		if len(out.Frames()) != 1 {
+			t.Fatalf("%d frames", len(out.Frames()))
 		}
-		m := checkIPv6(t, out.frames[0], guestMAC, guestLL)
+		m := checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL)
 		tg := netip.MustParseAddr(target).As16()
 		want := append([]byte{136, 0, m[2], m[3], 0xe0, 0, 0, 0}, tg[:]...)
 		want = append(want, 2, 1, 0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55)
@@ -157,14 +120,14 @@ func raOptions(t *testing.T, m []byte) map[byte][]byte {
 }
 
 func TestRA(t *testing.T) {
-	out := &fakeOut{keep: true}
-	if err := Handle(testConfig(), &guest.State{}, out, rs(guestLL)); err != nil {
+	out := taptest.New(1)
+	if err := Handle(testConfig(), &guest.State{}, out, rs(configtest.GuestLL)); err != nil {
 		t.Fatal(err)
 	}
-	if len(out.frames) != 1 {
-		t.Fatalf("%d frames", len(out.frames))
+	if len(out.Frames()) != 1 {
+		t.Fatalf("%d frames", len(out.Frames()))
 	}
-	m := checkIPv6(t, out.frames[0], guestMAC, guestLL)
+	m := checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL)
 	if !bytes.Equal(m[:16], []byte{134, 0, m[2], m[3], 255, 0x80, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0}) {
 		t.Fatalf("RA fixed part % x", []byte(m[:16]))
 	}
@@ -197,37 +160,37 @@ func TestRA(t *testing.T) {
 	cfg := testConfig()
 	cfg.MTU = 0
 	cfg.AdvertiseDNS = false
-	out = &fakeOut{keep: true}
-	if err := Handle(cfg, &guest.State{}, out, rs(guestLL)); err != nil {
+	out = taptest.New(1)
+	if err := Handle(cfg, &guest.State{}, out, rs(configtest.GuestLL)); err != nil {
 		t.Fatal(err)
 	}
-	o = raOptions(t, checkIPv6(t, out.frames[0], guestMAC, guestLL))
+	o = raOptions(t, checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL))
 	if len(o) != 2 || o[optPrefix] == nil || o[optSLLA] == nil {
 		t.Errorf("options without MTU/DNS: %v", o)
 	}
 	// RDNSS without search advertising: no DNSSL.
 	cfg = testConfig()
 	cfg.AdvertiseSearch = false
-	out = &fakeOut{keep: true}
-	_ = Handle(cfg, &guest.State{}, out, rs(guestLL))
-	if o = raOptions(t, checkIPv6(t, out.frames[0], guestMAC, guestLL)); o[optDNSSL] != nil || o[optRDNSS] == nil {
+	out = taptest.New(1)
+	_ = Handle(cfg, &guest.State{}, out, rs(configtest.GuestLL))
+	if o = raOptions(t, checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL)); o[optDNSSL] != nil || o[optRDNSS] == nil {
 		t.Errorf("DNSSL without search advertising")
 	}
 }
 
 func TestRAMulticast(t *testing.T) {
 	// RS from :: gets its answer on ff02::1.
-	out := &fakeOut{keep: true}
+	out := taptest.New(1)
 	if err := Handle(testConfig(), &guest.State{}, out, rs(netip.IPv6Unspecified())); err != nil {
 		t.Fatal(err)
 	}
-	checkIPv6(t, out.frames[0], [6]byte{0x33, 0x33, 0, 0, 0, 1}, netip.MustParseAddr("ff02::1"))
+	checkIPv6(t, out.Frames()[0], [6]byte{0x33, 0x33, 0, 0, 0, 1}, netip.MustParseAddr("ff02::1"))
 	// Unsolicited.
-	out = &fakeOut{keep: true}
-	if err := RA(testConfig(), &guest.State{}, out); err != nil || len(out.frames) != 1 {
+	out = taptest.New(1)
+	if err := RA(testConfig(), &guest.State{}, out); err != nil || len(out.Frames()) != 1 {
 		t.Fatal(err)
 	}
-	m := checkIPv6(t, out.frames[0], [6]byte{0x33, 0x33, 0, 0, 0, 1}, netip.MustParseAddr("ff02::1"))
+	m := checkIPv6(t, out.Frames()[0], [6]byte{0x33, 0x33, 0, 0, 0, 1}, netip.MustParseAddr("ff02::1"))
 	if m[0] != 134 {
 		t.Fatal("not an RA")
 	}
@@ -243,38 +206,38 @@ func TestNoAnswer(t *testing.T) {
 	norA.NoRA = true
 	confNet := testConfig()
 	confNet.ConfigNet = true
-	na := ns(guestLL, ourLL)
+	na := ns(configtest.GuestLL, configtest.OurLL)
 	na[54] = 136 // an NA from the guest: checksum must be redone
-	s, d := guestLL.As16(), netip.MustParseAddr("ff02::1:ff00:1").As16()
+	s, d := configtest.GuestLL.As16(), netip.MustParseAddr("ff02::1:ff00:1").As16()
 	header.ICMPv6(na[54:]).SetChecksum(&s, &d)
 	for name, c := range map[string]struct {
 		cfg   *config.Config
 		frame []byte
 	}{
 		"DAD":             {testConfig(), ns(netip.IPv6Unspecified(), assigned)},
-		"RS with --no-ra": {norA, rs(guestLL)},
-		"RS --config-net": {confNet, rs(guestLL)},
+		"RS with --no-ra": {norA, rs(configtest.GuestLL)},
+		"RS --config-net": {confNet, rs(configtest.GuestLL)},
 		"NA from guest":   {testConfig(), na},
 	} {
-		out := &fakeOut{}
-		if err := Handle(c.cfg, &guest.State{}, out, c.frame); err != nil || out.n != 0 {
-			t.Errorf("%s: %v, %d frames", name, err, out.n)
+		out := taptest.NewCounter(1)
+		if err := Handle(c.cfg, &guest.State{}, out, c.frame); err != nil || out.Count() != 0 {
+			t.Errorf("%s: %v, %d frames", name, err, out.Count())
 		}
 		if name != "DAD" && name != "NA from guest" {
-			if err := RA(c.cfg, &guest.State{}, out); err != nil || out.n != 0 {
+			if err := RA(c.cfg, &guest.State{}, out); err != nil || out.Count() != 0 {
 				t.Errorf("%s: unsolicited RA sent", name)
 			}
 		}
 	}
 	cfg := testConfig()
 	cfg.NoNDP = true
-	if err := Handle(cfg, &guest.State{}, &fakeOut{}, rs(guestLL)); !errors.Is(err, ErrDisabled) {
+	if err := Handle(cfg, &guest.State{}, taptest.NewCounter(1), rs(configtest.GuestLL)); !errors.Is(err, ErrDisabled) {
 		t.Errorf("--no-ndp: %v", err)
 	}
 }
 
 func TestMalformed(t *testing.T) {
-	good := ns(guestLL, ourLL)
+	good := ns(configtest.GuestLL, configtest.OurLL)
 	mod := func(f func(b []byte)) []byte {
 		b := append([]byte(nil), good...)
 		f(b)
@@ -296,22 +259,22 @@ func TestMalformed(t *testing.T) {
 		"mcast tgt": {mod(func(b []byte) { b[62] = 0xff; refresh(b) }), ErrTarget},
 		"echo":      {mod(func(b []byte) { b[54] = 128; refresh(b) }), ErrNotNDP},
 		"short ns": {func() []byte {
-			b := icmpFrame(guestMAC, guestLL, ourLL, []byte{135, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4})
+			b := icmpFrame(configtest.GuestMAC, configtest.GuestLL, configtest.OurLL, []byte{135, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4})
 			return b
 		}(), ErrLength},
 		"DAD with SLLA": {func() []byte {
 			t := assigned.As16()
 			msg := append(append([]byte{135, 0, 0, 0, 0, 0, 0, 0}, t[:]...), 1, 1, 1, 2, 3, 4, 5, 6)
-			return icmpFrame(guestMAC, netip.IPv6Unspecified(), ourLL, msg)
+			return icmpFrame(configtest.GuestMAC, netip.IPv6Unspecified(), configtest.OurLL, msg)
 		}(), ErrOption},
 	} {
-		out := &fakeOut{}
-		if err := Handle(testConfig(), &guest.State{}, out, c.frame); !errors.Is(err, c.want) || out.n != 0 {
-			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.n)
+		out := taptest.NewCounter(1)
+		if err := Handle(testConfig(), &guest.State{}, out, c.frame); !errors.Is(err, c.want) || out.Count() != 0 {
+			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.Count())
 		}
 	}
 	for _, n := range []int{0, 13, 20, 54, 60} {
-		if err := Handle(testConfig(), &guest.State{}, &fakeOut{}, good[:n]); err == nil {
+		if err := Handle(testConfig(), &guest.State{}, taptest.NewCounter(1), good[:n]); err == nil {
 			t.Errorf("truncated to %d accepted", n)
 		}
 	}
@@ -322,14 +285,14 @@ func TestAnnounce(t *testing.T) {
 		g   [6]byte
 		mac [6]byte
 	}{
-		{guestMAC, guestMAC},
+		{configtest.GuestMAC, configtest.GuestMAC},
 		{guest.BroadcastMAC, [6]byte{0x33, 0x33, 0xff, 0xcc, 0xdd, 0xdd}},
 	} {
-		out := &fakeOut{keep: true}
-		if err := Announce(testConfig(), &guest.State{MAC: c.g}, out); err != nil || len(out.frames) != 1 {
+		out := taptest.New(1)
+		if err := Announce(testConfig(), &guest.State{MAC: c.g}, out); err != nil || len(out.Frames()) != 1 {
 			t.Fatal(err)
 		}
-		m := checkIPv6(t, out.frames[0], c.mac, assigned)
+		m := checkIPv6(t, out.Frames()[0], c.mac, assigned)
 		a := assigned.As16()
 		want := append(append([]byte{135, 0, m[2], m[3], 0, 0, 0, 0}, a[:]...), 1, 1, 0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55)
 		if !bytes.Equal(m, want) {
@@ -338,15 +301,15 @@ func TestAnnounce(t *testing.T) {
 	}
 	cfg := testConfig()
 	cfg.V6.Addr = netip.Addr{}
-	out := &fakeOut{}
-	if Announce(cfg, &guest.State{}, out); out.n != 0 {
+	out := taptest.NewCounter(1)
+	if Announce(cfg, &guest.State{}, out); out.Count() != 0 {
 		t.Fatal("NS without an address")
 	}
 }
 
 func TestNoAllocs(t *testing.T) {
-	cfg, g, out := testConfig(), &guest.State{MAC: guestMAC}, &fakeOut{}
-	r, s := rs(guestLL), ns(guestLL, ourLL)
+	cfg, g, out := testConfig(), &guest.State{MAC: configtest.GuestMAC}, taptest.NewCounter(1)
+	r, s := rs(configtest.GuestLL), ns(configtest.GuestLL, configtest.OurLL)
 	if a := testing.AllocsPerRun(100, func() {
 		if Handle(cfg, g, out, r) != nil || Handle(cfg, g, out, s) != nil ||
 			RA(cfg, g, out) != nil || Announce(cfg, g, out) != nil {
@@ -359,13 +322,13 @@ func TestNoAllocs(t *testing.T) {
 }
 
 func FuzzHandle(f *testing.F) {
-	f.Add(load(f, "kernel-rs"))
-	f.Add(load(f, "kernel-ns"))
-	f.Add(rs(guestLL))
+	f.Add(taptest.Captured(f, "kernel-rs"))
+	f.Add(taptest.Captured(f, "kernel-ns"))
+	f.Add(rs(configtest.GuestLL))
 	f.Add(rs(netip.IPv6Unspecified()))
-	f.Add(ns(guestLL, ourLL))
+	f.Add(ns(configtest.GuestLL, configtest.OurLL))
 	f.Add(ns(netip.IPv6Unspecified(), assigned))
-	f.Add(ns(guestLL, ourLL)[:70])
+	f.Add(ns(configtest.GuestLL, configtest.OurLL)[:70])
 	cfg := testConfig()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Fix up the checksum so that the fuzzer reaches the option parser.
@@ -375,9 +338,9 @@ func FuzzHandle(f *testing.F) {
 				header.ICMPv6(ip[40:]).SetChecksum(&s, &d)
 			}
 		}
-		out := &fakeOut{}
+		out := taptest.NewCounter(1)
 		_ = Handle(cfg, &guest.State{}, out, b)
-		if out.n > 1 {
+		if out.Count() > 1 {
 			t.Fatal("more than one answer")
 		}
 	})
@@ -392,42 +355,22 @@ func FuzzOptions(f *testing.F) {
 	})
 }
 
-// load reads a captured frame from testdata (hex, '#' comments).
-func load(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name + ".hex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s strings.Builder
-	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "#") {
-			s.WriteString(strings.ReplaceAll(l, " ", ""))
-		}
-	}
-	f, err := hex.DecodeString(s.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 // TestKernel feeds the RS and NS a Linux 6.x guest sent on a veth
 // (testdata/kernel-*.hex, MAC 52:54:00:12:34:56).
 func TestKernel(t *testing.T) {
-	out := &fakeOut{keep: true}
-	if err := Handle(testConfig(), &guest.State{}, out, load(t, "kernel-rs")); err != nil {
+	out := taptest.New(1)
+	if err := Handle(testConfig(), &guest.State{}, out, taptest.Captured(t, "kernel-rs")); err != nil {
 		t.Fatal(err)
 	}
-	if m := checkIPv6(t, out.frames[0], guestMAC, guestLL); m[0] != 134 {
+	if m := checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL); m[0] != 134 {
 		t.Fatal("no RA")
 	}
-	out = &fakeOut{keep: true}
-	if err := Handle(testConfig(), &guest.State{}, out, load(t, "kernel-ns")); err != nil {
+	out = taptest.New(1)
+	if err := Handle(testConfig(), &guest.State{}, out, taptest.Captured(t, "kernel-ns")); err != nil {
 		t.Fatal(err)
 	}
-	m := checkIPv6(t, out.frames[0], guestMAC, guestLL)
-	if m[0] != 136 || netip.AddrFrom16([16]byte(m[8:24])) != ourLL {
+	m := checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL)
+	if m[0] != 136 || netip.AddrFrom16([16]byte(m[8:24])) != configtest.OurLL {
 		t.Fatalf("NA % x", []byte(m))
 	}
 }
