@@ -7,64 +7,17 @@ package dhcp
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 
 	"gopasst/datapath/config"
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap/taptest"
 )
-
-// fakeOut records committed frames (tap.Out for tests).
-type fakeOut struct {
-	buf    [2048]byte
-	frames [][]byte
-	keep   bool
-	n      int
-}
-
-// Frame returns the one buffer.
-func (f *fakeOut) Frame() []byte { return f.buf[:] }
-
-// Commit counts the frame and keeps a copy if asked to.
-func (f *fakeOut) Commit(n int) {
-	f.n++
-	if f.keep {
-		f.frames = append(f.frames, append([]byte(nil), f.buf[:n]...))
-	}
-}
-
-// Reserve is not used by the services.
-func (f *fakeOut) Reserve(bufs [][]byte) int { return 0 }
-
-// Flush does nothing.
-func (f *fakeOut) Flush() {}
-
-var clientMAC = [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-
-// load reads a captured frame from testdata (hex, '#' comments).
-func load(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name + ".hex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s strings.Builder
-	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "#") {
-			s.WriteString(strings.ReplaceAll(l, " ", ""))
-		}
-	}
-	f, err := hex.DecodeString(s.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
 
 func testConfig() *config.Config {
 	return &config.Config{
@@ -162,15 +115,15 @@ func find(opts []option, code byte) []byte {
 }
 
 func TestUdhcpcRequest(t *testing.T) {
-	req := load(t, "udhcpc-request")
-	out := &fakeOut{keep: true}
+	req := taptest.Captured(t, "udhcpc-request")
+	out := taptest.New(1)
 	if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
 		t.Fatal(err)
 	}
-	if len(out.frames) != 1 {
-		t.Fatalf("%d frames", len(out.frames))
+	if len(out.Frames()) != 1 {
+		t.Fatalf("%d frames", len(out.Frames()))
 	}
-	m, opts := checkReply(t, out.frames[0], clientMAC, "10.0.2.15")
+	m, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
 	rq := req[42:]
 	// Fixed part.
 	if m[0] != 2 || m[1] != 1 || m[2] != 6 || m[3] != 0 || !bytes.Equal(m[4:8], rq[4:8]) ||
@@ -206,12 +159,12 @@ func TestUdhcpcRequest(t *testing.T) {
 
 func TestDiscover(t *testing.T) {
 	for _, name := range []string{"udhcpc-discover", "dhclient-discover"} {
-		req := load(t, name)
-		out := &fakeOut{keep: true}
+		req := taptest.Captured(t, name)
+		out := taptest.New(1)
 		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
 			t.Fatal(err)
 		}
-		m, opts := checkReply(t, out.frames[0], clientMAC, "10.0.2.15")
+		m, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
 		if find(opts, 53)[0] != typeOffer || !bytes.Equal(m[12:16], []byte{0, 0, 0, 0}) {
 			t.Errorf("%s: not an OFFER: %v", name, opts)
 		}
@@ -234,18 +187,11 @@ func request(flags uint16, opts ...byte) []byte {
 	copy(msg[4:], []byte{1, 2, 3, 4})
 	binary.BigEndian.PutUint16(msg[10:], flags)
 	copy(msg[12:], []byte{10, 0, 2, 15}) // ciaddr
-	copy(msg[28:], clientMAC[:])
+	copy(msg[28:], configtest.GuestMAC[:])
 	binary.BigEndian.PutUint32(msg[236:], magic)
 	msg = append(append(msg, opts...), 255)
-	b := make([]byte, 42+len(msg))
-	n := header.EncodeEthernet(b, guest.BroadcastMAC, clientMAC, header.EtherTypeIPv4)
-	n += header.EncodeIPv4(b[n:], header.IPv4Fields{TTL: 64, Proto: header.ProtoUDP,
-		Dst: [4]byte{255, 255, 255, 255}, PayloadLen: 8 + len(msg)})
-	u := n
-	n += header.EncodeUDP(b[n:], 68, 67, len(msg))
-	copy(b[n:], msg)
-	header.UDP(b[u:]).SetChecksumIPv4([4]byte{}, [4]byte{255, 255, 255, 255})
-	return b
+	return taptest.IP{MACDst: guest.BroadcastMAC, MACSrc: configtest.GuestMAC, Src: netip.IPv4Unspecified(),
+		Dst: netip.AddrFrom4([4]byte{255, 255, 255, 255}), Proto: header.ProtoUDP, TTL: 64}.Frame(taptest.UDP(68, 67, msg))
 }
 
 func TestRapidCommitBroadcastRoutes(t *testing.T) {
@@ -253,12 +199,12 @@ func TestRapidCommitBroadcastRoutes(t *testing.T) {
 	cfg.V4.Gateway = netip.MustParseAddr("192.0.2.1") // off the /24
 	replySrc = cfg.V4.Gateway
 	defer func() { replySrc = netip.MustParseAddr("10.0.2.2") }()
-	out := &fakeOut{keep: true}
+	out := taptest.New(1)
 	// DISCOVER with rapid commit, broadcast flag, PRL listing 53 last.
 	if err := Handle(cfg, &guest.State{}, out, request(0x8000, 53, 1, 1, 80, 0, 55, 3, 121, 3, 53)); err != nil {
 		t.Fatal(err)
 	}
-	m, opts := checkReply(t, out.frames[0], guest.BroadcastMAC, "255.255.255.255")
+	m, opts := checkReply(t, out.Frames()[0], guest.BroadcastMAC, "255.255.255.255")
 	if !bytes.Equal(m[10:12], []byte{0x80, 0}) {
 		t.Error("broadcast flag not echoed")
 	}
@@ -278,32 +224,32 @@ func TestRapidCommitBroadcastRoutes(t *testing.T) {
 
 func TestBOOTPAndIgnored(t *testing.T) {
 	// BOOTP: no option 53 → ACK.
-	out := &fakeOut{keep: true}
+	out := taptest.New(1)
 	if err := Handle(testConfig(), &guest.State{}, out, request(0)); err != nil {
 		t.Fatal(err)
 	}
-	if _, opts := checkReply(t, out.frames[0], clientMAC, "10.0.2.15"); find(opts, 53)[0] != typeAck {
+	if _, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15"); find(opts, 53)[0] != typeAck {
 		t.Error("BOOTP not ACKed")
 	}
 	// No cookie at all: plain BOOTP, still ACKed.
 	plain := request(0)
 	binary.BigEndian.PutUint32(plain[42+236:], 0)
-	out = &fakeOut{}
-	if err := Handle(testConfig(), &guest.State{}, out, plain); err != nil || out.n != 1 {
-		t.Errorf("plain BOOTP: %v %d", err, out.n)
+	out = taptest.NewCounter(1)
+	if err := Handle(testConfig(), &guest.State{}, out, plain); err != nil || out.Count() != 1 {
+		t.Errorf("plain BOOTP: %v %d", err, out.Count())
 	}
 	for _, typ := range []byte{4, 7, 8} { // DECLINE, RELEASE, INFORM
-		out := &fakeOut{}
-		if err := Handle(testConfig(), &guest.State{}, out, request(0, 53, 1, typ)); err != nil || out.n != 0 {
-			t.Errorf("type %d: %v, %d frames", typ, err, out.n)
+		out := taptest.NewCounter(1)
+		if err := Handle(testConfig(), &guest.State{}, out, request(0, 53, 1, typ)); err != nil || out.Count() != 0 {
+			t.Errorf("type %d: %v, %d frames", typ, err, out.Count())
 		}
 	}
 	// Without DNS/search advertising and with -m 0.
 	cfg := testConfig()
 	cfg.AdvertiseDNS, cfg.AdvertiseSearch, cfg.MTU, cfg.Hostname, cfg.FQDN = false, false, 0, "", ""
-	out = &fakeOut{keep: true}
+	out = taptest.New(1)
 	_ = Handle(cfg, &guest.State{}, out, request(0, 53, 1, 1))
-	m, opts := checkReply(t, out.frames[0], clientMAC, "10.0.2.15")
+	m, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
 	if !bytes.Equal(codes(opts), []byte{53, 1, 3, 51, 54}) {
 		t.Errorf("minimal options %v", codes(opts))
 	}
@@ -316,13 +262,13 @@ func TestSizeLimit(t *testing.T) {
 	cfg := testConfig()
 	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63)
 	cfg.Search = []string{"x." + long, "y." + long[:100], "z." + long[:150]}
-	out := &fakeOut{keep: true}
+	out := taptest.New(1)
 	// PRL asks for 119 first: it does not fit in 308 bytes and is skipped,
 	// everything after it still goes in.
 	if err := Handle(cfg, &guest.State{}, out, request(0, 53, 1, 1, 55, 2, 119, 1)); err != nil {
 		t.Fatal(err)
 	}
-	m, opts := checkReply(t, out.frames[0], clientMAC, "10.0.2.15")
+	m, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
 	if find(opts, 119) != nil || !bytes.Equal(codes(opts), []byte{53, 1, 3, 6, 12, 26, 51, 54, 81}) {
 		t.Errorf("options %v", codes(opts))
 	}
@@ -332,9 +278,9 @@ func TestSizeLimit(t *testing.T) {
 	// A 119 longer than 255 bytes that does fit is split (RFC 3396).
 	cfg.Search = []string{"x." + long, "y." + long[:60]}
 	cfg.Hostname, cfg.FQDN, cfg.AdvertiseDNS = "", "", false
-	out = &fakeOut{keep: true}
+	out = taptest.New(1)
 	_ = Handle(cfg, &guest.State{}, out, request(0, 53, 1, 1))
-	_, opts = checkReply(t, out.frames[0], clientMAC, "10.0.2.15")
+	_, opts = checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
 	var s []byte
 	n := 0
 	for _, o := range opts {
@@ -363,14 +309,14 @@ func TestMalformed(t *testing.T) {
 		"udp len":      {mod(func(b []byte) []byte { b[38] = 0xff; return b }), header.ErrTotalLen},
 		"truncated ip": {good[:30], header.ErrTruncated},
 	} {
-		out := &fakeOut{}
-		if err := Handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.n != 0 {
-			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.n)
+		out := taptest.NewCounter(1)
+		if err := Handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.Count() != 0 {
+			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.Count())
 		}
 	}
 	cfg := testConfig()
 	cfg.NoDHCP = true
-	if err := Handle(cfg, &guest.State{}, &fakeOut{}, good); !errors.Is(err, ErrDisabled) {
+	if err := Handle(cfg, &guest.State{}, taptest.NewCounter(1), good); !errors.Is(err, ErrDisabled) {
 		t.Errorf("--no-dhcp: %v", err)
 	}
 }
@@ -394,8 +340,8 @@ func TestSearchCompression(t *testing.T) {
 }
 
 func TestNoAllocs(t *testing.T) {
-	cfg, g, out := testConfig(), &guest.State{}, &fakeOut{}
-	req, disc := load(t, "udhcpc-request"), load(t, "dhclient-discover")
+	cfg, g, out := testConfig(), &guest.State{}, taptest.NewCounter(1)
+	req, disc := taptest.Captured(t, "udhcpc-request"), taptest.Captured(t, "dhclient-discover")
 	if a := testing.AllocsPerRun(100, func() {
 		if Handle(cfg, g, out, req) != nil || Handle(cfg, g, out, disc) != nil {
 			t.Fatal("error")
@@ -407,7 +353,7 @@ func TestNoAllocs(t *testing.T) {
 
 func FuzzHandle(f *testing.F) {
 	for _, n := range []string{"udhcpc-discover", "udhcpc-request", "dhclient-discover"} {
-		b := load(f, n)
+		b := taptest.Captured(f, n)
 		f.Add(b)
 		f.Add(b[:len(b)-20])
 	}
@@ -415,9 +361,9 @@ func FuzzHandle(f *testing.F) {
 	cfg := testConfig()
 	cfg.V4.Gateway = netip.MustParseAddr("192.0.2.1")
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out := &fakeOut{}
+		out := taptest.NewCounter(1)
 		_ = Handle(cfg, &guest.State{}, out, b)
-		if out.n > 1 {
+		if out.Count() > 1 {
 			t.Fatal("more than one reply")
 		}
 	})
