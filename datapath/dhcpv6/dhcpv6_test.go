@@ -7,78 +7,29 @@ package dhcpv6
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"net/netip"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"gopasst/datapath/config"
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap/taptest"
 )
 
-// fakeOut records committed frames (tap.Out for tests).
-type fakeOut struct {
-	buf    [4096]byte
-	frames [][]byte
-	keep   bool
-	n      int
-}
-
-// Frame returns the one buffer.
-func (f *fakeOut) Frame() []byte { return f.buf[:] }
-
-// Commit counts the frame and keeps a copy if asked to.
-func (f *fakeOut) Commit(n int) {
-	f.n++
-	if f.keep {
-		f.frames = append(f.frames, append([]byte(nil), f.buf[:n]...))
-	}
-}
-
-// Reserve is not used by the services.
-func (f *fakeOut) Reserve(bufs [][]byte) int { return 0 }
-
-// Flush does nothing.
-func (f *fakeOut) Flush() {}
-
 var (
-	clientMAC = [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-	clientLL  = netip.MustParseAddr("fe80::5054:ff:fe12:3456")
-	ourLL     = netip.MustParseAddr("fe80::1")
 	assigned  = netip.MustParseAddr("2001:db8::15")
 	allServer = netip.MustParseAddr("ff02::1:2")
 	clientID  = []byte{0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56} // DUID-LL
 )
 
-// load reads a captured frame from testdata (hex, '#' comments).
-func load(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name + ".hex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s strings.Builder
-	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "#") {
-			s.WriteString(strings.ReplaceAll(l, " ", ""))
-		}
-	}
-	f, err := hex.DecodeString(s.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 func testConfig() *config.Config {
 	return &config.Config{
 		OurMAC: config.DefaultMAC,
 		FQDN:   "guest.example.com",
-		V6: config.IP{Enabled: true, Addr: assigned, PrefixLen: 64, Gateway: ourLL, OurLL: ourLL,
+		V6: config.IP{Enabled: true, Addr: assigned, PrefixLen: 64, Gateway: configtest.OurLL, OurLL: configtest.OurLL,
 			DNS: []netip.Addr{netip.MustParseAddr("2001:db8::53"), netip.MustParseAddr("10.0.0.1")}},
 		AdvertiseDNS:    true,
 		AdvertiseSearch: true,
@@ -114,15 +65,8 @@ func ourID() []byte {
 // to dst:547 with message type typ, transaction id 0x123456, options.
 func request(typ byte, dst netip.Addr, opts ...[]byte) []byte {
 	msg := append([]byte{typ, 0x12, 0x34, 0x56}, bytes.Join(opts, nil)...)
-	b := make([]byte, 62+len(msg))
-	n := header.EncodeEthernet(b, [6]byte{0x33, 0x33, 0, 1, 0, 2}, clientMAC, header.EtherTypeIPv6)
-	s, d := clientLL.As16(), dst.As16()
-	n += header.EncodeIPv6(b[n:], header.IPv6Fields{PayloadLen: 8 + len(msg), NextHeader: header.ProtoUDP,
-		HopLimit: 1, Src: s, Dst: d})
-	header.EncodeUDP(b[n:], 546, 547, len(msg))
-	copy(b[n+8:], msg)
-	header.UDP(b[n:]).SetChecksumIPv6(&s, &d)
-	return b
+	return taptest.IP{MACDst: [6]byte{0x33, 0x33, 0, 1, 0, 2}, MACSrc: configtest.GuestMAC, Src: configtest.GuestLL,
+		Dst: dst, Proto: header.ProtoUDP, TTL: 1}.Frame(taptest.UDP(546, 547, msg))
 }
 
 // reply checks the headers of a reply and returns its type, transaction
@@ -130,12 +74,12 @@ func request(typ byte, dst netip.Addr, opts ...[]byte) []byte {
 func reply(t *testing.T, f []byte) (byte, []byte, map[uint16][]byte, []uint16) {
 	t.Helper()
 	e, _ := header.ParseEthernet(f)
-	if e.Dst() != clientMAC || e.Src() != config.DefaultMAC || e.Type() != header.EtherTypeIPv6 {
+	if e.Dst() != configtest.GuestMAC || e.Src() != config.DefaultMAC || e.Type() != header.EtherTypeIPv6 {
 		t.Fatalf("ethernet % x", f[:14])
 	}
 	ip, proto, off, err := header.ParseIPv6(e.Payload())
-	if err != nil || proto != header.ProtoUDP || len(ip) != len(f)-14 || ip.SrcAddr() != ourLL ||
-		ip.DstAddr() != clientLL || ip.HopLimit() != 255 {
+	if err != nil || proto != header.ProtoUDP || len(ip) != len(f)-14 || ip.SrcAddr() != configtest.OurLL ||
+		ip.DstAddr() != configtest.GuestLL || ip.HopLimit() != 255 {
 		t.Fatalf("ipv6: %v % x", err, f[14:54])
 	}
 	u, err := header.ParseUDP(ip[off:])
@@ -207,21 +151,21 @@ func fullReply(t *testing.T, f []byte, wantType byte, cid []byte, iaid []byte) {
 }
 
 func TestDhclientSolicit(t *testing.T) {
-	req := load(t, "dhclient6-solicit")
-	out := &fakeOut{keep: true}
+	req := taptest.Captured(t, "dhclient6-solicit")
+	out := taptest.New(1)
 	g := &guest.State{SeenV6: netip.MustParseAddr("2001:db8::99")}
 	if err := Handle(testConfig(), g, out, req); err != nil {
 		t.Fatal(err)
 	}
-	if len(out.frames) != 1 {
-		t.Fatalf("%d frames", len(out.frames))
+	if len(out.Frames()) != 1 {
+		t.Fatalf("%d frames", len(out.Frames()))
 	}
-	_, xid, o, _ := reply(t, out.frames[0])
+	_, xid, o, _ := reply(t, out.Frames()[0])
 	if !bytes.Equal(xid, req[63:66]) {
 		t.Errorf("xid % x", xid)
 	}
 	opts, _ := ParseOptions(req[66:])
-	fullReply(t, out.frames[0], typeAdvertise, opts.ClientID, opts.IANA[:4])
+	fullReply(t, out.Frames()[0], typeAdvertise, opts.ClientID, opts.IANA[:4])
 	if o[optFQDN][0] != 0 {
 		t.Errorf("FQDN flags %#x without S from the client", o[optFQDN][0])
 	}
@@ -231,13 +175,13 @@ func TestDhclientSolicit(t *testing.T) {
 }
 
 func TestDhclientInfoRequest(t *testing.T) {
-	req := load(t, "dhclient6-inforeq")
-	out := &fakeOut{keep: true}
+	req := taptest.Captured(t, "dhclient6-inforeq")
+	out := taptest.New(1)
 	if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
 		t.Fatal(err)
 	}
 	opts, _ := ParseOptions(req[66:])
-	fullReply(t, out.frames[0], typeReply, opts.ClientID, nil)
+	fullReply(t, out.Frames()[0], typeReply, opts.ClientID, nil)
 }
 
 func TestStateful(t *testing.T) {
@@ -249,12 +193,12 @@ func TestStateful(t *testing.T) {
 		"confirm":                 request(typeConfirm, allServer, opt(optClientID, clientID), iana(assigned), fqdnS),
 		"request without address": request(typeRequest, allServer, opt(optClientID, clientID), ourID(), iana(), fqdnS),
 	} {
-		out := &fakeOut{keep: true}
-		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil || len(out.frames) != 1 {
-			t.Fatalf("%s: %v %d", name, err, out.n)
+		out := taptest.New(1)
+		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil || len(out.Frames()) != 1 {
+			t.Fatalf("%s: %v %d", name, err, out.Count())
 		}
-		fullReply(t, out.frames[0], typeReply, clientID, []byte{0x0a, 0x0b, 0x0c, 0x0d})
-		if _, xid, o, _ := reply(t, out.frames[0]); o[optFQDN][0] != 0x02 || !bytes.Equal(xid, []byte{0x12, 0x34, 0x56}) {
+		fullReply(t, out.Frames()[0], typeReply, clientID, []byte{0x0a, 0x0b, 0x0c, 0x0d})
+		if _, xid, o, _ := reply(t, out.Frames()[0]); o[optFQDN][0] != 0x02 || !bytes.Equal(xid, []byte{0x12, 0x34, 0x56}) {
 			t.Errorf("%s: FQDN flags %#x (client set S: want O), xid % x", name, o[optFQDN][0], xid)
 		}
 	}
@@ -264,12 +208,12 @@ func TestNotOnLink(t *testing.T) {
 	other := netip.MustParseAddr("2001:db8:ffff::1")
 	status := append([]byte{0, 4}, notOnLinkMsg...)
 	for _, typ := range []byte{typeRequest, typeRenew} {
-		out := &fakeOut{keep: true}
+		out := taptest.New(1)
 		req := request(typ, allServer, opt(optClientID, clientID), ourID(), iana(assigned, other))
 		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
 			t.Fatal(err)
 		}
-		_, _, o, order := reply(t, out.frames[0])
+		_, _, o, order := reply(t, out.Frames()[0])
 		if len(order) != 3 || order[2] != optIANA {
 			t.Fatalf("options %v", order)
 		}
@@ -278,12 +222,12 @@ func TestNotOnLink(t *testing.T) {
 			t.Errorf("type %d: IA_NA % x", typ, o[optIANA])
 		}
 	}
-	out := &fakeOut{keep: true}
+	out := taptest.New(1)
 	if err := Handle(testConfig(), &guest.State{}, out,
 		request(typeConfirm, allServer, opt(optClientID, clientID), iana(other))); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, o, order := reply(t, out.frames[0]); len(order) != 3 || !bytes.Equal(o[optStatus], status) {
+	if _, _, o, order := reply(t, out.Frames()[0]); len(order) != 3 || !bytes.Equal(o[optStatus], status) {
 		t.Errorf("confirm: options %v, status % x", order, o[optStatus])
 	}
 }
@@ -292,7 +236,7 @@ func TestIgnored(t *testing.T) {
 	otherID := opt(optServerID, []byte{0, 3, 0, 1, 1, 2, 3, 4, 5, 6})
 	cid := opt(optClientID, clientID)
 	for name, req := range map[string][]byte{
-		"unicast solicit":       request(typeSolicit, ourLL, cid, iana()),
+		"unicast solicit":       request(typeSolicit, configtest.OurLL, cid, iana()),
 		"solicit with serverid": request(typeSolicit, allServer, cid, ourID(), iana()),
 		"request other server":  request(typeRequest, allServer, cid, otherID, iana(assigned)),
 		"request no server":     request(typeRequest, allServer, cid, iana(assigned)),
@@ -304,9 +248,9 @@ func TestIgnored(t *testing.T) {
 		"decline":               request(9, allServer, cid, ourID(), iana(assigned)),
 		"advertise":             request(typeAdvertise, allServer, cid, ourID()),
 	} {
-		out := &fakeOut{}
-		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil || out.n != 0 {
-			t.Errorf("%s: %v, %d frames", name, err, out.n)
+		out := taptest.NewCounter(1)
+		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil || out.Count() != 0 {
+			t.Errorf("%s: %v, %d frames", name, err, out.Count())
 		}
 	}
 }
@@ -325,21 +269,21 @@ func TestMalformed(t *testing.T) {
 		"long client id": {request(typeSolicit, allServer, opt(optClientID, make([]byte, 131))), ErrOption},
 		"empty message":  {request(typeSolicit, allServer)[:65], header.ErrTotalLen},
 	} {
-		out := &fakeOut{}
-		if err := Handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.n != 0 {
-			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.n)
+		out := taptest.NewCounter(1)
+		if err := Handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.Count() != 0 {
+			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.Count())
 		}
 	}
 	cfg := testConfig()
 	cfg.NoDHCPv6 = true
-	if err := Handle(cfg, &guest.State{}, &fakeOut{}, load(t, "dhclient6-solicit")); !errors.Is(err, ErrDisabled) {
+	if err := Handle(cfg, &guest.State{}, taptest.NewCounter(1), taptest.Captured(t, "dhclient6-solicit")); !errors.Is(err, ErrDisabled) {
 		t.Errorf("--no-dhcpv6: %v", err)
 	}
 }
 
 func TestNoAllocs(t *testing.T) {
-	cfg, g, out := testConfig(), &guest.State{}, &fakeOut{}
-	sol := load(t, "dhclient6-solicit")
+	cfg, g, out := testConfig(), &guest.State{}, taptest.NewCounter(1)
+	sol := taptest.Captured(t, "dhclient6-solicit")
 	req := request(typeRequest, allServer, opt(optClientID, clientID), ourID(), iana(assigned))
 	if a := testing.AllocsPerRun(100, func() {
 		if Handle(cfg, g, out, sol) != nil || Handle(cfg, g, out, req) != nil {
@@ -351,15 +295,15 @@ func TestNoAllocs(t *testing.T) {
 }
 
 func FuzzHandle(f *testing.F) {
-	f.Add(load(f, "dhclient6-solicit"))
-	f.Add(load(f, "dhclient6-inforeq"))
-	f.Add(request(typeRequest, allServer, opt(optClientID, clientID), ourID(), iana(assigned, ourLL)))
-	f.Add(request(typeConfirm, allServer, opt(optClientID, clientID), iana(ourLL)))
+	f.Add(taptest.Captured(f, "dhclient6-solicit"))
+	f.Add(taptest.Captured(f, "dhclient6-inforeq"))
+	f.Add(request(typeRequest, allServer, opt(optClientID, clientID), ourID(), iana(assigned, configtest.OurLL)))
+	f.Add(request(typeConfirm, allServer, opt(optClientID, clientID), iana(configtest.OurLL)))
 	cfg := testConfig()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out := &fakeOut{}
+		out := taptest.NewCounter(1)
 		_ = Handle(cfg, &guest.State{}, out, b)
-		if out.n > 1 {
+		if out.Count() > 1 {
 			t.Fatal("more than one reply")
 		}
 	})
