@@ -9,9 +9,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
-	"gopasst/datapath/tap"
+	"gopasst/datapath/tap/taptest"
 )
 
 // rawReply4 is what a raw IPv4 socket returns for an echo reply.
@@ -73,22 +74,22 @@ func FuzzReply(f *testing.F) {
 	f.Add(false, uint16(1), []byte("abc"))
 	f.Add(true, uint16(0xffff), make([]byte, 1500))
 	f.Add(true, uint16(0), []byte{})
-	out := &fakeOut{buf: make([]byte, tap.MaxFrame), keep: true}
-	h := &Handler{cfg: testConfig(), g: &guest.State{MAC: guestMAC}, out: out}
+	out := taptest.New(1)
+	h := &Handler{cfg: configtest.DualStack(), g: &guest.State{MAC: configtest.GuestMAC}, out: out}
 	f.Fuzz(func(t *testing.T, v6 bool, seq uint16, data []byte) {
-		out.frames = out.frames[:0]
-		fl := pingFlow{v6: v6, guestID: 77, lastSeq: -1, guestSrc: guest4.As16(), guestDst: gw4.As16()}
+		out.Reset()
+		fl := pingFlow{v6: v6, guestID: 77, lastSeq: -1, guestSrc: configtest.Guest4.As16(), guestDst: configtest.Gateway4.As16()}
 		if v6 {
-			fl.guestSrc, fl.guestDst = guest6.As16(), gw6.As16()
+			fl.guestSrc, fl.guestDst = configtest.Guest6.As16(), configtest.Gateway6.As16()
 		}
 		h.reply(&fl, seq, data)
-		if len(out.frames) != 1 {
+		if len(out.Frames()) != 1 {
 			if len(data) < 65000 {
 				t.Fatal("no reply")
 			}
 			return
 		}
-		fr := out.frames[0]
+		fr := out.Frames()[0]
 		if v6 {
 			ip, proto, off, err := header.ParseIPv6(fr[14:])
 			if err != nil || proto != header.ProtoICMPv6 {

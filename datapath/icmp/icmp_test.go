@@ -15,12 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gopasst/datapath/config"
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/packet"
-	"gopasst/datapath/tap"
+	"gopasst/datapath/tap/taptest"
 )
 
 func init() {
@@ -72,44 +73,9 @@ func enterNetns(t *testing.T, pingRange string) {
 	}
 }
 
-// fakeOut records the frames committed towards the guest.
-type fakeOut struct {
-	buf    []byte
-	frames [][]byte
-	count  int
-	keep   bool
-}
-
-func (o *fakeOut) Frame() []byte { return o.buf }
-func (o *fakeOut) Commit(n int) {
-	o.count++
-	if o.keep {
-		o.frames = append(o.frames, append([]byte(nil), o.buf[:n]...))
-	}
-}
-func (o *fakeOut) Reserve(bufs [][]byte) int { return 0 }
-func (o *fakeOut) Flush()                    {}
-
-var (
-	guestMAC = [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-	guest4   = netip.MustParseAddr("192.0.2.10")
-	gw4      = netip.MustParseAddr("192.0.2.1")
-	guest6   = netip.MustParseAddr("2001:db8::10")
-	gw6      = netip.MustParseAddr("2001:db8::1")
-)
-
-func testConfig() *config.Config {
-	return &config.Config{
-		OurMAC: config.DefaultMAC,
-		V4:     config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4},
-		V6: config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6,
-			OurLL: netip.MustParseAddr("fe80::1")},
-	}
-}
-
 type rig struct {
 	cfg *config.Config
-	out *fakeOut
+	out *taptest.Out
 	l   *loop.Loop
 	ft  *flow.Table
 	h   *Handler
@@ -120,7 +86,7 @@ type rig struct {
 // without CAP_NET_RAW) rather than use ping sockets.
 func newRig(t *testing.T, raw bool) *rig {
 	t.Helper()
-	r := &rig{cfg: testConfig(), out: &fakeOut{buf: make([]byte, tap.MaxFrame), keep: true}, pre: NoSockets()}
+	r := &rig{cfg: configtest.DualStack(), out: taptest.New(1), pre: NoSockets()}
 	var err error
 	if raw {
 		if r.pre, err = Prepare(r.cfg); err != nil {
@@ -135,84 +101,54 @@ func newRig(t *testing.T, raw bool) *rig {
 		t.Fatal(err)
 	}
 	r.ft = flow.New(64)
-	if r.h, err = New(r.cfg, &guest.State{MAC: guestMAC}, r.out, r.l, r.ft, r.pre); err != nil {
+	if r.h, err = New(r.cfg, &guest.State{MAC: configtest.GuestMAC}, r.out, r.l, r.ft, r.pre); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.h.Close)
 	return r
 }
 
-// echoRequest builds a guest echo request frame.
-func echoRequest(src, dst netip.Addr, id, seq uint16, data []byte) packet.Packet {
-	v6 := src.Is6()
-	l3, et, proto, typ := header.IPv4MinLen, header.EtherTypeIPv4, header.ProtoICMP, header.ICMPv4EchoRequest
-	if v6 {
-		l3, et, proto, typ = header.IPv6Len, header.EtherTypeIPv6, header.ProtoICMPv6, header.ICMPv6EchoRequest
-	}
-	il := 8 + len(data)
-	b := make([]byte, header.EthernetLen+l3+il)
-	header.EncodeEthernet(b, config.DefaultMAC, guestMAC, et)
-	if v6 {
-		header.EncodeIPv6(b[14:], header.IPv6Fields{PayloadLen: il, NextHeader: proto, HopLimit: 64,
-			Src: src.As16(), Dst: dst.As16()})
-	} else {
-		header.EncodeIPv4(b[14:], header.IPv4Fields{TTL: 64, Proto: proto, Src: src.As4(), Dst: dst.As4(), PayloadLen: il})
-	}
-	m := b[14+l3:]
+// echo builds an echo request or reply message (checksum left to
+// taptest.IP).
+func echo(typ uint8, id, seq uint16, data []byte) []byte {
+	m := make([]byte, 8+len(data))
 	m[0] = typ
 	binary.BigEndian.PutUint16(m[4:], id)
 	binary.BigEndian.PutUint16(m[6:], seq)
 	copy(m[8:], data)
-	if v6 {
-		s, d := src.As16(), dst.As16()
-		header.ICMPv6(m).SetChecksum(&s, &d)
-	} else {
-		header.ICMPv4(m).SetChecksum()
+	return m
+}
+
+// echoRequest builds a guest echo request frame.
+func echoRequest(src, dst netip.Addr, id, seq uint16, data []byte) packet.Packet {
+	proto, typ := header.ProtoICMP, header.ICMPv4EchoRequest
+	if src.Is6() {
+		proto, typ = header.ProtoICMPv6, header.ICMPv6EchoRequest
 	}
-	return packet.Packet{Frame: b, L3: 14, L4: 14 + l3, L4Len: il, V6: v6, Proto: proto, TTL: 64,
-		Src: src, Dst: dst, SrcPort: id}
+	return taptest.IP{MACDst: config.DefaultMAC, MACSrc: configtest.GuestMAC, Src: src, Dst: dst,
+		Proto: proto, TTL: 64}.Packet(echo(typ, id, seq, data))
 }
 
 // wantReply builds the echo reply frame the guest must get.
 func wantReply(from, to netip.Addr, id, seq uint16, data []byte) []byte {
-	v6 := from.Is6()
-	l3, et, proto, typ := header.IPv4MinLen, header.EtherTypeIPv4, header.ProtoICMP, header.ICMPv4EchoReply
-	if v6 {
-		l3, et, proto, typ = header.IPv6Len, header.EtherTypeIPv6, header.ProtoICMPv6, header.ICMPv6EchoReply
+	proto, typ := header.ProtoICMP, header.ICMPv4EchoReply
+	if from.Is6() {
+		proto, typ = header.ProtoICMPv6, header.ICMPv6EchoReply
 	}
-	il := 8 + len(data)
-	b := make([]byte, header.EthernetLen+l3+il)
-	header.EncodeEthernet(b, guestMAC, config.DefaultMAC, et)
-	if v6 {
-		header.EncodeIPv6(b[14:], header.IPv6Fields{PayloadLen: il, NextHeader: proto, HopLimit: 255,
-			Src: from.As16(), Dst: to.As16()})
-	} else {
-		header.EncodeIPv4(b[14:], header.IPv4Fields{DF: true, TTL: 255, Proto: proto, Src: from.As4(), Dst: to.As4(), PayloadLen: il})
-	}
-	m := b[14+l3:]
-	m[0] = typ
-	binary.BigEndian.PutUint16(m[4:], id)
-	binary.BigEndian.PutUint16(m[6:], seq)
-	copy(m[8:], data)
-	if v6 {
-		s, d := from.As16(), to.As16()
-		header.ICMPv6(m).SetChecksum(&s, &d)
-	} else {
-		header.ICMPv4(m).SetChecksum()
-	}
-	return b
+	return taptest.IP{MACDst: configtest.GuestMAC, MACSrc: config.DefaultMAC, Src: from, Dst: to,
+		Proto: proto, TTL: 255, DF: true}.Frame(echo(typ, id, seq, data))
 }
 
 func (r *rig) waitFrames(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
-	for r.out.count < n && time.Now().Before(deadline) {
+	for r.out.Count() < n && time.Now().Before(deadline) {
 		if err := r.l.Turn(50 * time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if r.out.count < n {
-		t.Fatalf("%d frames towards the guest, want %d (stats %+v)", r.out.count, n, r.h.Stats)
+	if r.out.Count() < n {
+		t.Fatalf("%d frames towards the guest, want %d (stats %+v)", r.out.Count(), n, r.h.Stats)
 	}
 }
 
@@ -226,7 +162,7 @@ func (r *rig) settle() {
 var families = []struct {
 	name      string
 	guest, gw netip.Addr
-}{{"IPv4", guest4, gw4}, {"IPv6", guest6, gw6}}
+}{{"IPv4", configtest.Guest4, configtest.Gateway4}, {"IPv6", configtest.Guest6, configtest.Gateway6}}
 
 // testEcho pings the gateway (the host's loopback) twice, then repeats the
 // second sequence number: the replies carry the guest's id and sequence
@@ -245,14 +181,14 @@ func testEcho(t *testing.T, raw bool) {
 				r.h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 0x4242, seq, data)})
 				r.waitFrames(t, int(seq))
 				want := wantReply(fam.gw, fam.guest, 0x4242, seq, data)
-				if got := r.out.frames[seq-1]; !bytes.Equal(got, want) {
+				if got := r.out.Frames()[seq-1]; !bytes.Equal(got, want) {
 					t.Fatalf("reply %d:\n got %x\nwant %x", seq, got, want)
 				}
 			}
 			r.h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 0x4242, 2, data)})
 			r.settle()
-			if r.out.count != 2 || r.h.Stats.Duplicates != 1 {
-				t.Fatalf("%d frames, stats %+v: the duplicate was not dropped", r.out.count, r.h.Stats)
+			if r.out.Count() != 2 || r.h.Stats.Duplicates != 1 {
+				t.Fatalf("%d frames, stats %+v: the duplicate was not dropped", r.out.Count(), r.h.Stats)
 			}
 			if r.h.Flows() != 1 {
 				t.Fatalf("%d flows", r.h.Flows())
@@ -260,8 +196,8 @@ func testEcho(t *testing.T, raw bool) {
 			// A second guest identifier is a second flow.
 			r.h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 7, 1, nil)})
 			r.waitFrames(t, 3)
-			if want := wantReply(fam.gw, fam.guest, 7, 1, nil); !bytes.Equal(r.out.frames[2], want) {
-				t.Fatalf("reply:\n got %x\nwant %x", r.out.frames[2], want)
+			if want := wantReply(fam.gw, fam.guest, 7, 1, nil); !bytes.Equal(r.out.Frames()[2], want) {
+				t.Fatalf("reply:\n got %x\nwant %x", r.out.Frames()[2], want)
 			}
 			// Timeout after the last request.
 			now := r.l.Now()
@@ -290,11 +226,11 @@ func TestPingRefused(t *testing.T) {
 	enterNetns(t, "1 0")
 	r := newRig(t, false)
 	for i := 0; i < 3; i++ {
-		r.h.FromGuest([]packet.Packet{echoRequest(guest4, gw4, 1, uint16(i), nil)})
+		r.h.FromGuest([]packet.Packet{echoRequest(configtest.Guest4, configtest.Gateway4, 1, uint16(i), nil)})
 	}
 	r.settle()
-	if r.out.count != 0 || r.h.Stats.Dropped != 3 || r.h.Flows() != 0 || r.ft.Count() != 0 || !r.h.warned {
-		t.Fatalf("frames %d, flows %d, stats %+v, warned %v", r.out.count, r.h.Flows(), r.h.Stats, r.h.warned)
+	if r.out.Count() != 0 || r.h.Stats.Dropped != 3 || r.h.Flows() != 0 || r.ft.Count() != 0 || !r.h.warned {
+		t.Fatalf("frames %d, flows %d, stats %+v, warned %v", r.out.Count(), r.h.Flows(), r.h.Stats, r.h.warned)
 	}
 }
 
@@ -317,8 +253,8 @@ func TestRawStray(t *testing.T) {
 	for r.h.Stats.Stray == 0 && time.Now().Before(deadline) {
 		r.l.Turn(50 * time.Millisecond)
 	}
-	if r.h.Stats.Stray == 0 || r.out.count != 0 {
-		t.Fatalf("stats %+v, %d frames", r.h.Stats, r.out.count)
+	if r.h.Stats.Stray == 0 || r.out.Count() != 0 {
+		t.Fatalf("stats %+v, %d frames", r.h.Stats, r.out.Count())
 	}
 }
 
@@ -327,9 +263,9 @@ func TestRawStray(t *testing.T) {
 func TestAllocs(t *testing.T) {
 	enterNetns(t, "")
 	r := newRig(t, true)
-	r.out.keep = false
+	r.out.Keep = false
 	seq := uint16(1)
-	pkts := []packet.Packet{echoRequest(guest4, gw4, 9, seq, make([]byte, 56))}
+	pkts := []packet.Packet{echoRequest(configtest.Guest4, configtest.Gateway4, 9, seq, make([]byte, 56))}
 	r.h.FromGuest(pkts)
 	r.waitFrames(t, 1)
 	allocs := testing.AllocsPerRun(50, func() {
@@ -346,8 +282,8 @@ func TestAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocations per echo", allocs)
 	}
-	if r.out.count != 52 {
-		t.Fatalf("%d replies, want 52", r.out.count)
+	if r.out.Count() != 52 {
+		t.Fatalf("%d replies, want 52", r.out.Count())
 	}
 }
 
@@ -355,7 +291,7 @@ func TestAllocs(t *testing.T) {
 // rebuilt with SocketsFromFiles work like Prepare's.
 func TestCarried(t *testing.T) {
 	enterNetns(t, "")
-	cfg := testConfig()
+	cfg := configtest.DualStack()
 	f4, err := OpenRaw(cfg, false)
 	if err != nil {
 		t.Fatal(err)
@@ -372,12 +308,12 @@ func TestCarried(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pre.Close()
-	out := &fakeOut{buf: make([]byte, tap.MaxFrame), keep: true}
+	out := taptest.New(1)
 	l, err := loop.New(64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(cfg, &guest.State{MAC: guestMAC}, out, l, flow.New(64), pre)
+	h, err := New(cfg, &guest.State{MAC: configtest.GuestMAC}, out, l, flow.New(64), pre)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,8 +322,8 @@ func TestCarried(t *testing.T) {
 	for i, fam := range families {
 		h.FromGuest([]packet.Packet{echoRequest(fam.guest, fam.gw, 3, 1, []byte("carried"))})
 		r.waitFrames(t, i+1)
-		if want := wantReply(fam.gw, fam.guest, 3, 1, []byte("carried")); !bytes.Equal(out.frames[i], want) {
-			t.Fatalf("%s reply:\n got %x\nwant %x", fam.name, out.frames[i], want)
+		if want := wantReply(fam.gw, fam.guest, 3, 1, []byte("carried")); !bytes.Equal(out.Frames()[i], want) {
+			t.Fatalf("%s reply:\n got %x\nwant %x", fam.name, out.Frames()[i], want)
 		}
 	}
 	cfg.NoICMP = true
