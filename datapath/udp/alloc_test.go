@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/packet"
 )
 
@@ -18,8 +19,8 @@ func TestAllocsGuestToHost(t *testing.T) {
 	a, b := listenUDP(t, lo4, 0), listenUDP(t, lo6, 0)
 	var pkts []packet.Packet
 	for i := 0; i < 3; i++ {
-		pkts = append(pkts, guestUDP(guest4, 44000, gw4, a.port, 64, make([]byte, 1000)),
-			guestUDP(guest6, 44000, gw6, b.port, 64, make([]byte, 1000)))
+		pkts = append(pkts, guestUDP(configtest.Guest4, 44000, configtest.Gateway4, a.port, 64, make([]byte, 1000)),
+			guestUDP(configtest.Guest6, 44000, configtest.Gateway6, b.port, 64, make([]byte, 1000)))
 	}
 	r.h.FromGuest(pkts) // creates the flows
 	sent := r.h.Stats.ToHost
@@ -47,7 +48,7 @@ func TestAllocsHostToGuest(t *testing.T) {
 				t.Fatal(err)
 			}
 			payload := make([]byte, 1400)
-			before := r.out.count
+			before := r.out.Count()
 			allocs := testing.AllocsPerRun(100, func() {
 				unix.Write(srv.fd, payload)
 				r.l.Turn(time.Second)
@@ -55,7 +56,7 @@ func TestAllocsHostToGuest(t *testing.T) {
 			if allocs != 0 {
 				t.Fatalf("%v allocations per datagram", allocs)
 			}
-			if got := r.out.count - before; got != 101 {
+			if got := r.out.Count() - before; got != 101 {
 				t.Fatalf("%d frames to the guest, want 101", got)
 			}
 		})

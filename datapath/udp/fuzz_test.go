@@ -11,8 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gopasst/datapath/config"
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap/taptest"
 )
 
 // cmsg encodes one control message as the kernel lays it out.
@@ -133,22 +135,22 @@ func FuzzRelayError(f *testing.F) {
 	f.Add(true, uint8(unix.SO_EE_ORIGIN_ICMP6), uint8(2), uint8(0), uint32(1280), lo6.AsSlice(), make([]byte, 1280))
 	f.Add(true, uint8(unix.SO_EE_ORIGIN_ICMP6), uint8(1), uint8(4), uint32(0), []byte{}, []byte{})
 	cfg := testConfig()
-	g := &guest.State{MAC: guestMAC}
-	out := newFakeOut(4, true)
+	g := &guest.State{MAC: configtest.GuestMAC}
+	out := taptest.New(4)
 	h := &Handler{cfg: cfg, g: g, out: out}
 	f.Fuzz(func(t *testing.T, v6 bool, origin, typ, code uint8, info uint32, offender, payload []byte) {
-		out.frames = out.frames[:0]
-		fl := udpFlow{ep: endpoints{v6: v6, guest: guest4.As16(), peer: gw4.As16(), guestPort: 1000, peerPort: 53},
+		out.Reset()
+		fl := udpFlow{ep: endpoints{v6: v6, guest: configtest.Guest4.As16(), peer: configtest.Gateway4.As16(), guestPort: 1000, peerPort: 53},
 			host: lo4.As16(), hostPort: 53, ttl: 64}
 		if v6 {
-			fl.ep.guest, fl.ep.peer, fl.host = guest6.As16(), gw6.As16(), lo6.As16()
+			fl.ep.guest, fl.ep.peer, fl.host = configtest.Guest6.As16(), configtest.Gateway6.As16(), lo6.As16()
 		}
 		e := recvErr{Origin: origin, Type: typ, Code: code, Info: info}
 		if a, ok := netip.AddrFromSlice(offender); ok {
 			e.Offender = a.Unmap()
 		}
 		h.relayError(&fl, &e, payload)
-		for _, fr := range out.frames {
+		for _, fr := range out.Frames() {
 			checkICMPFrame(t, fr)
 		}
 	})
@@ -160,7 +162,7 @@ func checkICMPFrame(t *testing.T, f []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if eth.Dst() != guestMAC || eth.Src() != config.DefaultMAC {
+	if eth.Dst() != configtest.GuestMAC || eth.Src() != config.DefaultMAC {
 		t.Fatal("MAC addresses")
 	}
 	switch eth.Type() {

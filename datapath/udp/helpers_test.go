@@ -1,5 +1,5 @@
-// Test scaffolding: a private network namespace per test, a recording
-// tap.Out, the test configuration and guest packet builders.
+// Test scaffolding: a private network namespace per test, the test
+// configuration, a rig around taptest.Out and guest packet builders.
 package udp
 
 import (
@@ -12,12 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gopasst/datapath/config"
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/packet"
-	"gopasst/datapath/tap"
+	"gopasst/datapath/tap/taptest"
 )
 
 func init() {
@@ -72,85 +73,29 @@ func enterNetns(t *testing.T) {
 	}
 }
 
-// fakeOut is a tap.Out that keeps copies of the committed frames (or only
-// counts them, for allocation and burst tests).
-type fakeOut struct {
-	slots  [][]byte
-	n      int // committed in the current queue
-	keep   bool
-	frames [][]byte
-	count  int // frames committed in total
-	bytes  int // their total length
-}
-
-func newFakeOut(slots int, keep bool) *fakeOut {
-	o := &fakeOut{keep: keep}
-	mem := make([]byte, slots*tap.MaxFrame)
-	for i := 0; i < slots; i++ {
-		o.slots = append(o.slots, mem[i*tap.MaxFrame:(i+1)*tap.MaxFrame:(i+1)*tap.MaxFrame])
-	}
-	return o
-}
-
-func (o *fakeOut) Frame() []byte {
-	if o.n == len(o.slots) {
-		o.Flush()
-	}
-	return o.slots[o.n]
-}
-
-func (o *fakeOut) Commit(n int) {
-	if o.keep {
-		o.frames = append(o.frames, append([]byte(nil), o.slots[o.n][:n]...))
-	}
-	o.n++
-	o.count++
-	o.bytes += n
-}
-
-func (o *fakeOut) Reserve(bufs [][]byte) int {
-	if len(o.slots)-o.n < len(bufs) {
-		o.Flush()
-	}
-	k := min(len(bufs), len(o.slots)-o.n)
-	for i := 0; i < k; i++ {
-		bufs[i] = o.slots[o.n+i]
-	}
-	return k
-}
-
-func (o *fakeOut) Flush() { o.n = 0 }
-
 var (
-	guestMAC = [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-	guest4   = netip.MustParseAddr("192.0.2.10")
-	gw4      = netip.MustParseAddr("192.0.2.1")
-	dns4     = netip.MustParseAddr("192.0.2.53")
-	guest6   = netip.MustParseAddr("2001:db8::10")
-	gw6      = netip.MustParseAddr("2001:db8::1")
-	dns6     = netip.MustParseAddr("2001:db8::53")
-	lo4      = netip.MustParseAddr("127.0.0.1")
-	lo6      = netip.IPv6Loopback()
+	dns4 = netip.MustParseAddr("192.0.2.53")
+	dns6 = netip.MustParseAddr("2001:db8::53")
+	lo4  = netip.MustParseAddr("127.0.0.1")
+	lo6  = netip.IPv6Loopback()
 )
 
-// testConfig is a configuration whose gateways map to the host's loopback
-// and whose DNS-match addresses forward to the host's loopback resolver.
+// testConfig is configtest's dual-stack configuration (gateways mapped to
+// the host's loopback) with the default MTU and DNS-match addresses that
+// forward to the host's loopback resolver.
 func testConfig() *config.Config {
-	return &config.Config{
-		OurMAC: config.DefaultMAC,
-		MTU:    config.DefaultMTU,
-		V4: config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4,
-			MapHostLoopback: gw4, DNSMatch: dns4, DNSHost: lo4},
-		V6: config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6,
-			OurLL: netip.MustParseAddr("fe80::1"), MapHostLoopback: gw6, DNSMatch: dns6, DNSHost: lo6},
-	}
+	cfg := configtest.DualStack()
+	cfg.MTU = config.DefaultMTU
+	cfg.V4.DNSMatch, cfg.V4.DNSHost = dns4, lo4
+	cfg.V6.DNSMatch, cfg.V6.DNSHost = dns6, lo6
+	return cfg
 }
 
 // rig is one handler with its loop, table and recording Out.
 type rig struct {
 	cfg *config.Config
 	g   *guest.State
-	out *fakeOut
+	out *taptest.Out
 	l   *loop.Loop
 	ft  *flow.Table
 	h   *Handler
@@ -158,7 +103,8 @@ type rig struct {
 
 func newRig(t *testing.T, slots int, keep bool) *rig {
 	t.Helper()
-	r := &rig{cfg: testConfig(), g: &guest.State{MAC: guestMAC}, out: newFakeOut(slots, keep)}
+	r := &rig{cfg: testConfig(), g: &guest.State{MAC: configtest.GuestMAC}, out: taptest.New(slots)}
+	r.out.Keep = keep
 	var err error
 	if r.l, err = loop.New(1024); err != nil {
 		t.Fatal(err)
@@ -176,82 +122,29 @@ func newRig(t *testing.T, slots int, keep bool) *rig {
 func (r *rig) waitFrames(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
-	for r.out.count < n && time.Now().Before(deadline) {
+	for r.out.Count() < n && time.Now().Before(deadline) {
 		if err := r.l.Turn(50 * time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if r.out.count < n {
-		t.Fatalf("%d frames towards the guest, want %d", r.out.count, n)
+	if r.out.Count() < n {
+		t.Fatalf("%d frames towards the guest, want %d", r.out.Count(), n)
 	}
 }
 
 // guestUDP builds a UDP datagram from the guest as the demultiplexer hands
 // it over: a whole Ethernet frame and the parsed fields.
 func guestUDP(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, ttl uint8, payload []byte) packet.Packet {
-	v6 := src.Is6()
-	l3 := header.IPv4MinLen
-	if v6 {
-		l3 = header.IPv6Len
-	}
-	b := make([]byte, header.EthernetLen+l3+header.UDPLen+len(payload))
-	et := header.EtherTypeIPv4
-	if v6 {
-		et = header.EtherTypeIPv6
-	}
-	header.EncodeEthernet(b, config.DefaultMAC, guestMAC, et)
-	ul := header.UDPLen + len(payload)
-	if v6 {
-		header.EncodeIPv6(b[header.EthernetLen:], header.IPv6Fields{PayloadLen: ul, NextHeader: header.ProtoUDP,
-			HopLimit: ttl, Src: src.As16(), Dst: dst.As16()})
-	} else {
-		header.EncodeIPv4(b[header.EthernetLen:], header.IPv4Fields{TTL: ttl, Proto: header.ProtoUDP,
-			Src: src.As4(), Dst: dst.As4(), PayloadLen: ul})
-	}
-	l4 := header.EthernetLen + l3
-	u := header.UDP(b[l4:])
-	header.EncodeUDP(u, sport, dport, len(payload))
-	copy(u[header.UDPLen:], payload)
-	if v6 {
-		s, d := src.As16(), dst.As16()
-		u.SetChecksumIPv6(&s, &d)
-	} else {
-		u.SetChecksumIPv4(src.As4(), dst.As4())
-	}
-	return packet.Packet{Frame: b, L3: header.EthernetLen, L4: l4, L4Len: ul, V6: v6,
-		Proto: header.ProtoUDP, TTL: ttl, Src: src, Dst: dst, SrcPort: sport, DstPort: dport}
+	return taptest.IP{MACDst: config.DefaultMAC, MACSrc: configtest.GuestMAC, Src: src, Dst: dst,
+		Proto: header.ProtoUDP, TTL: ttl}.Packet(taptest.UDP(sport, dport, payload))
 }
 
-// wantUDPFrame builds, independently of the handler (header's own builders
-// and reference checksum), the frame the guest must get for a datagram from
-// src:sport to dst:dport.
+// wantUDPFrame builds, independently of the handler (taptest on header's
+// own builders and reference checksum), the frame the guest must get for
+// a datagram from src:sport to dst:dport.
 func wantUDPFrame(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, payload []byte) []byte {
-	v6 := src.Is6()
-	l3 := header.IPv4MinLen
-	et := header.EtherTypeIPv4
-	if v6 {
-		l3, et = header.IPv6Len, header.EtherTypeIPv6
-	}
-	b := make([]byte, header.EthernetLen+l3+header.UDPLen+len(payload))
-	header.EncodeEthernet(b, guestMAC, config.DefaultMAC, et)
-	ul := header.UDPLen + len(payload)
-	if v6 {
-		header.EncodeIPv6(b[header.EthernetLen:], header.IPv6Fields{PayloadLen: ul, NextHeader: header.ProtoUDP,
-			HopLimit: 255, Src: src.As16(), Dst: dst.As16()})
-	} else {
-		header.EncodeIPv4(b[header.EthernetLen:], header.IPv4Fields{DF: true, TTL: 255, Proto: header.ProtoUDP,
-			Src: src.As4(), Dst: dst.As4(), PayloadLen: ul})
-	}
-	u := header.UDP(b[header.EthernetLen+l3:])
-	header.EncodeUDP(u, sport, dport, len(payload))
-	copy(u[header.UDPLen:], payload)
-	if v6 {
-		s, d := src.As16(), dst.As16()
-		u.SetChecksumIPv6(&s, &d)
-	} else {
-		u.SetChecksumIPv4(src.As4(), dst.As4())
-	}
-	return b
+	return taptest.IP{MACDst: configtest.GuestMAC, MACSrc: config.DefaultMAC, Src: src, Dst: dst,
+		Proto: header.ProtoUDP, TTL: 255, DF: true}.Frame(taptest.UDP(sport, dport, payload))
 }
 
 // checkFrameChecksums validates every checksum of a UDP frame to the guest

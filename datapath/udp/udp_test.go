@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gopasst/checksum"
+	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/fwd"
 	"gopasst/datapath/header"
@@ -26,8 +27,8 @@ type family struct {
 }
 
 var families = []family{
-	{"IPv4", guest4, gw4, dns4, lo4},
-	{"IPv6", guest6, gw6, dns6, lo6},
+	{"IPv4", configtest.Guest4, configtest.Gateway4, dns4, lo4},
+	{"IPv6", configtest.Guest6, configtest.Gateway6, dns6, lo6},
 }
 
 // TestRoundTrip: a guest datagram to the gateway reaches a server on the
@@ -52,10 +53,10 @@ func TestRoundTrip(t *testing.T) {
 			srv.sendTo(t, from, reply)
 			r.waitFrames(t, 1)
 			want := wantUDPFrame(fam.gw, srv.port, fam.guest, sport, reply)
-			if !bytes.Equal(r.out.frames[0], want) {
-				t.Fatalf("frame to guest:\n got %x\nwant %x", r.out.frames[0], want)
+			if !bytes.Equal(r.out.Frames()[0], want) {
+				t.Fatalf("frame to guest:\n got %x\nwant %x", r.out.Frames()[0], want)
 			}
-			checkFrameChecksums(t, r.out.frames[0])
+			checkFrameChecksums(t, r.out.Frames()[0])
 			if r.h.Flows() != 1 {
 				t.Fatalf("%d flows, want 1", r.h.Flows())
 			}
@@ -82,8 +83,8 @@ func TestDNSForward(t *testing.T) {
 			srv.sendTo(t, from, answer)
 			r.waitFrames(t, 1)
 			want := wantUDPFrame(fam.dns, 53, fam.guest, 33333, answer)
-			if !bytes.Equal(r.out.frames[0], want) {
-				t.Fatalf("frame to guest:\n got %x\nwant %x", r.out.frames[0], want)
+			if !bytes.Equal(r.out.Frames()[0], want) {
+				t.Fatalf("frame to guest:\n got %x\nwant %x", r.out.Frames()[0], want)
 			}
 		})
 	}
@@ -97,12 +98,12 @@ func TestBatchGrouping(t *testing.T) {
 	a, b := listenUDP(t, lo4, 0), listenUDP(t, lo4, 0)
 	var pkts []packet.Packet
 	for i := 0; i < 10; i++ {
-		pkts = append(pkts, guestUDP(guest4, 41000, gw4, a.port, 64, []byte(fmt.Sprintf("a%d", i))))
+		pkts = append(pkts, guestUDP(configtest.Guest4, 41000, configtest.Gateway4, a.port, 64, []byte(fmt.Sprintf("a%d", i))))
 		ttl := uint8(64)
 		if i >= 5 {
 			ttl = 7 // a TTL change in the middle of a run
 		}
-		pkts = append(pkts, guestUDP(guest4, 41001, gw4, b.port, ttl, []byte(fmt.Sprintf("b%d", i))))
+		pkts = append(pkts, guestUDP(configtest.Guest4, 41001, configtest.Gateway4, b.port, ttl, []byte(fmt.Sprintf("b%d", i))))
 	}
 	r.h.FromGuest(pkts)
 	for i := 0; i < 10; i++ {
@@ -113,7 +114,7 @@ func TestBatchGrouping(t *testing.T) {
 			t.Fatalf("flow b, datagram %d: %q", i, got)
 		}
 	}
-	key := flow.MakeKey(header.ProtoUDP, guest4, 41001, gw4, b.port)
+	key := flow.MakeKey(header.ProtoUDP, configtest.Guest4, 41001, configtest.Gateway4, b.port)
 	i, ok := r.ft.Lookup(&key)
 	if !ok {
 		t.Fatal("no flow b")
@@ -139,7 +140,7 @@ func TestPortUnreachable(t *testing.T) {
 			payload := []byte("0123456789abcdef")
 			r.h.FromGuest([]packet.Packet{guestUDP(fam.guest, 40002, fam.gw, closed, 61, payload)})
 			r.waitFrames(t, 1)
-			f := r.out.frames[0]
+			f := r.out.Frames()[0]
 			if fam.guest.Is4() {
 				checkICMPv4Unreach(t, f, fam, closed, payload)
 			} else {
@@ -159,7 +160,7 @@ func TestPortUnreachable(t *testing.T) {
 func checkICMPv4Unreach(t *testing.T, f []byte, fam family, closed uint16, payload []byte) {
 	t.Helper()
 	want := make([]byte, 14+20+8+20+8+8)
-	header.EncodeEthernet(want, guestMAC, [6]byte{0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55}, header.EtherTypeIPv4)
+	header.EncodeEthernet(want, configtest.GuestMAC, [6]byte{0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55}, header.EtherTypeIPv4)
 	header.EncodeIPv4(want[14:], header.IPv4Fields{TTL: 255, Proto: header.ProtoICMP,
 		Src: fam.gw.As4(), Dst: fam.guest.As4(), PayloadLen: 8 + 20 + 8 + 8})
 	ic := header.ICMPv4(want[34:])
@@ -184,7 +185,7 @@ func checkICMPv6Unreach(t *testing.T, f []byte, fam family, closed uint16, paylo
 	t.Helper()
 	il := 8 + 40 + 8 + len(payload)
 	want := make([]byte, 14+40+il)
-	header.EncodeEthernet(want, guestMAC, [6]byte{0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55}, header.EtherTypeIPv6)
+	header.EncodeEthernet(want, configtest.GuestMAC, [6]byte{0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55}, header.EtherTypeIPv6)
 	src, dst := fam.gw.As16(), fam.guest.As16()
 	header.EncodeIPv6(want[14:], header.IPv6Fields{PayloadLen: il, NextHeader: header.ProtoICMPv6,
 		HopLimit: 255, Src: src, Dst: dst})
@@ -223,8 +224,8 @@ func TestInbound(t *testing.T) {
 			client.sendTo(t, netip.AddrPortFrom(fam.loopback, port), []byte("ping?"))
 			r.waitFrames(t, 1)
 			want := wantUDPFrame(fam.gw, client.port, fam.guest, 5353, []byte("ping?"))
-			if !bytes.Equal(r.out.frames[0], want) {
-				t.Fatalf("frame to guest:\n got %x\nwant %x", r.out.frames[0], want)
+			if !bytes.Equal(r.out.Frames()[0], want) {
+				t.Fatalf("frame to guest:\n got %x\nwant %x", r.out.Frames()[0], want)
 			}
 			// The guest answers from its target port.
 			r.h.FromGuest([]packet.Packet{guestUDP(fam.guest, 5353, fam.gw, client.port, 64, []byte("pong!"))})
@@ -236,8 +237,8 @@ func TestInbound(t *testing.T) {
 			client.sendTo(t, netip.AddrPortFrom(fam.loopback, port), []byte("again"))
 			r.waitFrames(t, 2)
 			want = wantUDPFrame(fam.gw, client.port, fam.guest, 5353, []byte("again"))
-			if !bytes.Equal(r.out.frames[1], want) {
-				t.Fatalf("second frame:\n got %x\nwant %x", r.out.frames[1], want)
+			if !bytes.Equal(r.out.Frames()[1], want) {
+				t.Fatalf("second frame:\n got %x\nwant %x", r.out.Frames()[1], want)
 			}
 			if r.h.Flows() != 1 {
 				t.Fatalf("%d flows, want 1", r.h.Flows())
@@ -283,7 +284,7 @@ func TestTimeouts(t *testing.T) {
 		t.Fatalf("timeouts %v %v", single, stream)
 	}
 	srv := listenUDP(t, lo4, 0)
-	r.h.FromGuest([]packet.Packet{guestUDP(guest4, 42000, gw4, srv.port, 64, []byte("x"))})
+	r.h.FromGuest([]packet.Packet{guestUDP(configtest.Guest4, 42000, configtest.Gateway4, srv.port, 64, []byte("x"))})
 	now := r.l.Now()
 	r.h.tick(now + int64(single) - 1)
 	if r.h.Flows() != 1 {
@@ -294,11 +295,11 @@ func TestTimeouts(t *testing.T) {
 		t.Fatal("flow not closed at its timeout")
 	}
 	// A stream: guest, answer, guest again.
-	r.h.FromGuest([]packet.Packet{guestUDP(guest4, 42000, gw4, srv.port, 64, []byte("x"))})
+	r.h.FromGuest([]packet.Packet{guestUDP(configtest.Guest4, 42000, configtest.Gateway4, srv.port, 64, []byte("x"))})
 	_, from := srv.recv(t)
 	srv.sendTo(t, from, []byte("y"))
 	r.waitFrames(t, 1)
-	r.h.FromGuest([]packet.Packet{guestUDP(guest4, 42000, gw4, srv.port, 64, []byte("z"))})
+	r.h.FromGuest([]packet.Packet{guestUDP(configtest.Guest4, 42000, configtest.Gateway4, srv.port, 64, []byte("z"))})
 	now = r.l.Refresh()
 	r.h.tick(now + int64(single))
 	if r.h.Flows() != 1 {
@@ -316,7 +317,7 @@ func TestBurst(t *testing.T) {
 	enterNetns(t)
 	r := newRig(t, 256, false)
 	srv := listenUDP(t, lo4, 0)
-	r.h.FromGuest([]packet.Packet{guestUDP(guest4, 43000, gw4, srv.port, 64, []byte("go"))})
+	r.h.FromGuest([]packet.Packet{guestUDP(configtest.Guest4, 43000, configtest.Gateway4, srv.port, 64, []byte("go"))})
 	_, from := srv.recv(t)
 	sa := &unix.SockaddrInet4{Addr: from.Addr().As4(), Port: int(from.Port())}
 	if err := unix.Connect(srv.fd, sa); err != nil {
@@ -333,11 +334,11 @@ func TestBurst(t *testing.T) {
 	}
 	want := (sent / size) * (hdr4 + size)
 	deadline := time.Now().Add(3 * time.Second)
-	for r.out.bytes < want && time.Now().Before(deadline) {
+	for r.out.Bytes() < want && time.Now().Before(deadline) {
 		r.l.Turn(50 * time.Millisecond)
 	}
-	if r.out.bytes != want {
-		t.Fatalf("guest got %d of %d bytes (%d datagrams dropped)", r.out.bytes, want, r.h.Stats.ToGuestDropped)
+	if r.out.Bytes() != want {
+		t.Fatalf("guest got %d of %d bytes (%d datagrams dropped)", r.out.Bytes(), want, r.h.Stats.ToGuestDropped)
 	}
 }
 
@@ -348,10 +349,10 @@ func TestChecksumLengths(t *testing.T) {
 	r.g = newRig(t, 1, false).g
 	b := make([]byte, 2048)
 	for _, v6 := range []bool{false, true} {
-		ep := endpoints{v6: v6, guest: guest4.As16(), peer: gw4.As16(), guestPort: 1, peerPort: 65535}
+		ep := endpoints{v6: v6, guest: configtest.Guest4.As16(), peer: configtest.Gateway4.As16(), guestPort: 1, peerPort: 65535}
 		hdr := hdr4
 		if v6 {
-			ep.guest, ep.peer, hdr = guest6.As16(), gw6.As16(), hdr6
+			ep.guest, ep.peer, hdr = configtest.Guest6.As16(), configtest.Gateway6.As16(), hdr6
 		}
 		for n := 0; n < 300; n++ {
 			for k := 0; k < n; k++ {
@@ -393,19 +394,19 @@ func TestInboundSpecific(t *testing.T) {
 	r.waitFrames(t, 1)
 	c2.sendTo(t, netip.AddrPortFrom(lo4, port), []byte("two"))
 	r.waitFrames(t, 2)
-	if want := wantUDPFrame(gw4, c1.port, guest4, port, []byte("one")); !bytes.Equal(r.out.frames[0], want) {
-		t.Fatalf("first frame:\n got %x\nwant %x", r.out.frames[0], want)
+	if want := wantUDPFrame(configtest.Gateway4, c1.port, configtest.Guest4, port, []byte("one")); !bytes.Equal(r.out.Frames()[0], want) {
+		t.Fatalf("first frame:\n got %x\nwant %x", r.out.Frames()[0], want)
 	}
 	// 127.0.0.2 is loopback too: the guest sees it as the gateway.
-	if want := wantUDPFrame(gw4, c2.port, guest4, port, []byte("two")); !bytes.Equal(r.out.frames[1], want) {
-		t.Fatalf("second frame:\n got %x\nwant %x", r.out.frames[1], want)
+	if want := wantUDPFrame(configtest.Gateway4, c2.port, configtest.Guest4, port, []byte("two")); !bytes.Equal(r.out.Frames()[1], want) {
+		t.Fatalf("second frame:\n got %x\nwant %x", r.out.Frames()[1], want)
 	}
 	if r.h.Flows() != 2 {
 		t.Fatalf("%d flows, want 2", r.h.Flows())
 	}
 	r.h.FromGuest([]packet.Packet{
-		guestUDP(guest4, port, gw4, c1.port, 64, []byte("to one")),
-		guestUDP(guest4, port, gw4, c2.port, 64, []byte("to two")),
+		guestUDP(configtest.Guest4, port, configtest.Gateway4, c1.port, 64, []byte("to one")),
+		guestUDP(configtest.Guest4, port, configtest.Gateway4, c2.port, 64, []byte("to two")),
 	})
 	for _, c := range []*server{c1, c2} {
 		got, from := c.recv(t)
@@ -419,7 +420,7 @@ func TestInboundSpecific(t *testing.T) {
 // not UDP, are dropped without a socket being made.
 func TestBadPackets(t *testing.T) {
 	r := newRig(t, 4, false)
-	p := guestUDP(guest4, 1, gw4, 2, 64, []byte("x"))
+	p := guestUDP(configtest.Guest4, 1, configtest.Gateway4, 2, 64, []byte("x"))
 	bad := []packet.Packet{p, p, p, p}
 	bad[0].L4Len = 1000
 	bad[1].L4 = -1
