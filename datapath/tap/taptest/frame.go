@@ -32,7 +32,7 @@ type IP struct {
 // l4: the transport header and payload, copied. Returns the new frame.
 func (h IP) Frame(l4 []byte) []byte {
 	v6 := h.Src.Is6()
-	l3, et := header.IPv4MinLen, uint16(header.EtherTypeIPv4)
+	l3, et := header.IPv4MinLen, header.EtherTypeIPv4
 	if v6 {
 		l3, et = header.IPv6Len, header.EtherTypeIPv6
 	}
