@@ -197,7 +197,7 @@ func (e *env) setup(ctx context.Context, c config) (*instance, error) {
 // teardown ends everything the instance started, newest first.
 func (e *env) teardown(in *instance) {
 	if in.translator != nil && !in.translator.exited() {
-		if kb, err := peakRSSKiB(in.translator.pid()); err == nil && kb > in.peakRSS {
+		if kb, err := treePeakRSSKiB(in.translator.pid()); err == nil && kb > in.peakRSS {
 			in.peakRSS = kb
 		}
 	}

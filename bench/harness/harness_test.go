@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigSelected(t *testing.T) {
@@ -130,5 +131,24 @@ func TestUpdateReadme(t *testing.T) {
 	}
 	if err := UpdateReadme(dir+"/none.md", res, "full"); err == nil {
 		t.Error("no error for a missing README")
+	}
+}
+
+func TestTreeCountsChildren(t *testing.T) {
+	var p procs
+	p.log = func(string, ...any) {}
+	pr, err := p.start("tree test", []string{"sh", "-c", "sleep 5 & wait"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stopAll()
+	if !waitFor(3*time.Second, func() bool { return len(tree(pr.pid())) >= 2 }) {
+		t.Fatalf("tree of %d: %v, want the shell and its sleep", pr.pid(), tree(pr.pid()))
+	}
+	if kb, err := treePeakRSSKiB(pr.pid()); err != nil || kb <= 0 {
+		t.Errorf("treePeakRSSKiB: %d, %v", kb, err)
+	}
+	if _, err := treeTicks(pr.pid()); err != nil {
+		t.Error(err)
 	}
 }

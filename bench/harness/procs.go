@@ -256,3 +256,59 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// tree returns pid and all its descendants, from /proc/PID/task/*/children
+// (bounded to 64 processes): translators may run their data path in a
+// child (gopasst forks into new PID and mount namespaces), so the process
+// we started is not the one that works.
+func tree(pid int) []int {
+	out := []int{pid}
+	for i := 0; i < len(out) && len(out) < 64; i++ {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", out[i]))
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", out[i], t.Name()))
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// treeTicks returns the CPU ticks of pid and its descendants (their sum).
+func treeTicks(pid int) (int64, error) {
+	var sum int64
+	for i, p := range tree(pid) {
+		t, err := cpuTicks(p)
+		if err != nil {
+			if i == 0 {
+				return 0, err
+			}
+			continue // a child that just exited
+		}
+		sum += t
+	}
+	return sum, nil
+}
+
+// treePeakRSSKiB returns the sum of VmHWM over pid and its descendants: an
+// upper bound of the translator's peak memory.
+func treePeakRSSKiB(pid int) (int64, error) {
+	var sum int64
+	for i, p := range tree(pid) {
+		kb, err := peakRSSKiB(p)
+		if err != nil {
+			if i == 0 {
+				return 0, err
+			}
+			continue
+		}
+		sum += kb
+	}
+	return sum, nil
+}

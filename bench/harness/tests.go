@@ -329,7 +329,7 @@ func (e *env) translatorTicks(in *instance) int64 {
 	if in.translator == nil || in.translator.exited() {
 		return -1
 	}
-	t, err := cpuTicks(in.translator.pid())
+	t, err := treeTicks(in.translator.pid())
 	if err != nil {
 		return -1
 	}
@@ -341,7 +341,7 @@ func (e *env) sampleRSS(in *instance) {
 	if in.translator == nil || in.translator.exited() {
 		return
 	}
-	if kb, err := peakRSSKiB(in.translator.pid()); err == nil && kb > in.peakRSS {
+	if kb, err := treePeakRSSKiB(in.translator.pid()); err == nil && kb > in.peakRSS {
 		in.peakRSS = kb
 	}
 }

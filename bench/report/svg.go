@@ -189,6 +189,9 @@ func BuildPlots(tables []Table) []Plot {
 					ratios = append(ratios, r)
 				}
 			}
+			if !multiPoint(vals) {
+				continue // measured at one MTU only: the table says it all
+			}
 			title := g.Row.TitleFor(t.Section.Mode)
 			plots = append(plots, Plot{
 				Section: t.Section, Title: title,
@@ -214,4 +217,20 @@ func (l *Line) labelOr(def string) string {
 		return def
 	}
 	return l.Label
+}
+
+// multiPoint reports whether some series has figures at two MTUs or more.
+func multiPoint(ss []series) bool {
+	for _, s := range ss {
+		n := 0
+		for _, y := range s.y {
+			if !math.IsNaN(y) {
+				n++
+			}
+		}
+		if n >= 2 {
+			return true
+		}
+	}
+	return false
 }

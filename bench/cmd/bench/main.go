@@ -43,7 +43,7 @@ func main() {
 	reps := flag.Int("reps", 0, "repetitions (default: 3, quick 1)")
 	secs := flag.Int("t", 0, "iperf3 TCP test length in seconds (default: 2, quick 1)")
 	rrLen := flag.Duration("rr-length", 0, "request/response test length (default: 1s, quick 500ms)")
-	pin := flag.Bool("pin", true, "pin client, server and translator to CPUs with taskset")
+	pin := flag.Bool("pin", false, "pin the client to CPU 0, server and translator to CPU 1 with taskset (helps on an idle machine, hurts when other processes hold CPUs)")
 	out := flag.String("out", "", "results directory (default: <bin>/bench/results/<date>-<commit>[-quick])")
 	setup := flag.Bool("setup", true, "run <bin>/test/setup when iperf3, pasta or slirp4netns is missing")
 	flag.Var(&only, "only", "configurations to run, comma-separated: gopasst, gopasst-tap, gopasst-splice, debian, slirp4netns, veth, loopback, extra, peer, kernel, tap, splice (default: all)")
