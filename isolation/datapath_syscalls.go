@@ -29,7 +29,7 @@ func init() {
 	Allow(Both, "recvmsg", "error queues (IP_RECVERR), PKTINFO, MSG_PEEK at SO_PEEK_OFF")
 
 	// Host side: new flows after seccomp.
-	Allow(Both, "socket", "a host socket for each new TCP, UDP or ping flow")
+	AllowInetSocket(Both, "a host socket for each new TCP, UDP or ping flow")
 	Allow(Both, "bind", "UDP flows bind the guest's source port; -o source address; auto-forwarded listeners")
 	Allow(Both, "connect", "TCP and UDP flows connect to their destination")
 	Allow(Both, "listen", "listeners opened by auto port forwarding rescans")

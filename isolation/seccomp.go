@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -108,6 +109,21 @@ func AllowArg(modes Modes, name string, check ArgCheck, why string) {
 	register(name, rule{modes: modes, why: why, where: caller(), check: &check})
 }
 
+// AllowInetSocket allows socket(2) for IPv4 and IPv6 sockets only: the
+// family is the first argument, so a compromised process cannot open
+// netlink, packet or UNIX sockets after the filter is in, even though new
+// flows still need new sockets.
+func AllowInetSocket(modes Modes, why string) {
+	where := caller()
+	for _, f := range []struct {
+		af   uint32
+		name string
+	}{{unix.AF_INET, "AF_INET"}, {unix.AF_INET6, "AF_INET6"}} {
+		register("socket", rule{modes: modes, why: why, where: where,
+			check: &ArgCheck{Arg: 0, Mask: 0xffffffff, Value: f.af, Name: f.name}})
+	}
+}
+
 // allowRuntime is Allow for the Go runtime's own syscalls, counted apart.
 func allowRuntime(name, why string, check *ArgCheck) {
 	register(name, rule{modes: Both, why: why, where: caller(), runtime: true, check: check})
@@ -143,7 +159,9 @@ func Verdicts(mode config.Mode) []Verdict {
 			if r.modes&m == 0 {
 				continue
 			}
-			v.Why = append(v.Why, r.where+": "+r.why)
+			if w := r.where + ": " + r.why; !slices.Contains(v.Why, w) {
+				v.Why = append(v.Why, w)
+			}
 			if r.errno != 0 {
 				v.Errno = r.errno
 				v.failRuntime = r.runtime
@@ -156,7 +174,7 @@ func Verdicts(mode config.Mode) []Verdict {
 			}
 			if r.check == nil {
 				unconditional = true
-			} else {
+			} else if !slices.Contains(v.Checks, *r.check) {
 				v.Checks = append(v.Checks, *r.check)
 			}
 		}

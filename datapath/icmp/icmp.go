@@ -25,7 +25,7 @@ import (
 )
 
 func init() {
-	isolation.Allow(isolation.Both, "socket", "ICMP: a ping socket for each new echo flow (without raw sockets)")
+	isolation.AllowInetSocket(isolation.Both, "ICMP: a ping socket for each new echo flow (without raw sockets)")
 	isolation.Allow(isolation.Both, "setsockopt", "ICMP: SO_BINDTODEVICE (--outbound-if) on new ping sockets")
 	isolation.Allow(isolation.Both, "bind", "ICMP: ping sockets bind the -o address")
 	isolation.Allow(isolation.Both, "connect", "ICMP: ping sockets connect to the destination")

@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	isolation.Allow(isolation.Both, "socket", "UDP: a host socket for each new flow (guest datagram to a new 4-tuple, or a new peer on a -u port)")
+	isolation.AllowInetSocket(isolation.Both, "UDP: a host socket for each new flow (guest datagram to a new 4-tuple, or a new peer on a -u port)")
 	isolation.Allow(isolation.Both, "setsockopt", "UDP: SO_REUSEADDR, IP(V6)_RECVERR, IPV6_V6ONLY, buffer sizes, SO_BINDTODEVICE on new flow sockets; IP_TTL/IPV6_UNICAST_HOPS when the guest's TTL changes")
 	isolation.Allow(isolation.Both, "bind", "UDP: flow sockets bind the guest's source port (-o address), reply sockets the address a peer reached")
 	isolation.Allow(isolation.Both, "connect", "UDP: flow sockets connect to their peer, so the kernel demultiplexes for us")
