@@ -130,6 +130,27 @@ func childPIDs(pid int) []int {
 	return out
 }
 
+// reasonDebianTCP is why these tests skip Debian's pasta: run against it
+// (2026-11-23) they fail in ways that are its known limits, not the
+// harness's: the namespace-to-host tap path stalls with retransmission
+// timeouts (perf.md); a forwarded connection reaches the namespace only
+// once the host's client has sent data; after the namespace's half-close
+// the host's data stops; resets either way arrive as a plain FIN; a
+// connection to a closed port times out instead of being refused.
+const reasonDebianTCP = "fails these TCP checks (seen 2026-11-23): namespace-to-host stalls with retransmission timeouts, forwarded connections reach the namespace only after the host's client sends, data after the namespace's half-close stops, resets arrive as FIN, closed ports time out instead of refusing"
+
+// forEachTCPPeer runs fn as a subtest per peer, like forEachPeer, skipping
+// Debian's pasta with reasonDebianTCP.
+func forEachTCPPeer(t *testing.T, fn func(t *testing.T, peer nstest.Peer)) {
+	t.Helper()
+	forEachPeer(t, func(t *testing.T, peer nstest.Peer) {
+		if peer.Name == "debian" {
+			t.Skipf("%s %s", debianVersion, reasonDebianTCP)
+		}
+		fn(t, peer)
+	})
+}
+
 // tcpPath is one way through pasta's tap, for one address family.
 type tcpPath struct {
 	name    string
@@ -187,18 +208,38 @@ func (w *tcpWorld) connect(t *testing.T, path tcpPath) (guest, host *net.TCPConn
 		dial = func() (net.Conn, error) { return w.p.Dial("tcp", addr, 5*time.Second) }
 	}
 
+	// On the inbound path the accept waits for the client's port: the
+	// listener is shared by the subtests, and a connection a failed one
+	// left behind must not stand in for this one. pasta keeps the source
+	// port of a forwarded connection, as passt does. (Outbound, the
+	// listener is new, and pasta's socket has a port of its own.)
+	clientPort := make(chan int, 1)
 	accepted := make(chan net.Conn, 1)
 	acceptErr := make(chan error, 1)
 	go func() {
 		ln.SetDeadline(time.Now().Add(10 * time.Second))
-		c, err := ln.Accept()
-		if err != nil {
-			acceptErr <- err
-			return
+		want := -1
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				acceptErr <- err
+				return
+			}
+			if want < 0 {
+				want = <-clientPort
+			}
+			if !path.inbound || c.RemoteAddr().(*net.TCPAddr).Port == want {
+				accepted <- c
+				return
+			}
+			t.Logf("%s: accepted a stray connection from %v (not from port %d): closed", path.name, c.RemoteAddr(), want)
+			c.Close()
 		}
-		accepted <- c
 	}()
 	client, err := dial()
+	if err == nil {
+		clientPort <- client.LocalAddr().(*net.TCPAddr).Port
+	}
 	if err != nil {
 		ln.SetDeadline(time.Now()) // ends the accept
 		<-acceptErr
@@ -396,7 +437,7 @@ func nsCounters(t *testing.T, p *nstest.Pasta) nstest.Nstat {
 // (TcpExtTCPTimeouts in pasta's namespace stays put: pasta loses or
 // withholds no segment); its TcpRetransSegs are logged.
 func TestPastaTCPIntegrity(t *testing.T) {
-	forEachPeer(t, func(t *testing.T, peer nstest.Peer) {
+	forEachTCPPeer(t, func(t *testing.T, peer nstest.Peer) {
 		tcpIntegrity(t, newTCPWorld(t, peer, modeAttachRoot), 256<<20)
 	})
 }
@@ -404,7 +445,7 @@ func TestPastaTCPIntegrity(t *testing.T) {
 // TestPastaTCPIntegrityUnprivileged is TestPastaTCPIntegrity with pasta run
 // as the unprivileged test user, at 32 MiB each way.
 func TestPastaTCPIntegrityUnprivileged(t *testing.T) {
-	forEachPeer(t, func(t *testing.T, peer nstest.Peer) {
+	forEachTCPPeer(t, func(t *testing.T, peer nstest.Peer) {
 		tcpIntegrity(t, newTCPWorld(t, peer, modeAttachUser), 32<<20)
 	})
 }
@@ -568,7 +609,7 @@ func fdKinds(pid int) string {
 // (proof that we count the right process) and come back to its count from
 // before within 10 s of the last close.
 func TestPastaTCPConcurrent(t *testing.T) {
-	forEachPeer(t, func(t *testing.T, peer nstest.Peer) {
+	forEachTCPPeer(t, func(t *testing.T, peer nstest.Peer) {
 		w := newTCPWorld(t, peer, modeAttachRoot)
 		for _, path := range []tcpPath{tcpPaths[0], tcpPaths[2]} {
 			t.Run(path.name, func(t *testing.T) { w.concurrent(t, path, 1000) })
@@ -773,7 +814,7 @@ func (w *tcpWorld) concurrent(t *testing.T, path tcpPath, n int) {
 // At the end pasta's datapath process must hold the descriptors it held
 // before.
 func TestPastaTCPClose(t *testing.T) {
-	forEachPeer(t, func(t *testing.T, peer nstest.Peer) {
+	forEachTCPPeer(t, func(t *testing.T, peer nstest.Peer) {
 		w := newTCPWorld(t, peer, modeAttachRoot)
 		baseline := stableFDs(t, w.worker)
 		for _, path := range tcpPaths {
@@ -1043,7 +1084,7 @@ func procRSS(pid int) (int64, error) {
 // could write sits in kernel socket buffers). Then the receiver reads
 // again and must get all bytes, intact.
 func TestPastaTCPZeroWindow(t *testing.T) {
-	forEachPeer(t, func(t *testing.T, peer nstest.Peer) {
+	forEachTCPPeer(t, func(t *testing.T, peer nstest.Peer) {
 		w := newTCPWorld(t, peer, modeAttachRoot)
 		for _, path := range []tcpPath{tcpPaths[0], tcpPaths[2]} {
 			for _, side := range []string{"guest", "host"} {
