@@ -71,6 +71,13 @@ func (f *Frames) WithHeadroom(i int) []byte {
 	return f.mem[off : off+f.headroom+f.lens[i]]
 }
 
+// Headroom returns the headroom of slot i (committed or not), where a back
+// end writes its own header for the frame in that slot.
+func (f *Frames) Headroom(i int) []byte {
+	off := i * f.size
+	return f.mem[off : off+f.headroom : off+f.headroom]
+}
+
 // Reset empties the queue.
 func (f *Frames) Reset() { f.n = 0 }
 

@@ -1,23 +1,78 @@
+// pasta's guest back end: the tap device in the namespace, opened with a
+// virtio-net header and offloads where the kernel allows, read and written
+// one frame per system call.
+
 package tap
 
 import (
 	"errors"
 	"fmt"
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"gopasst/batch"
+	"gopasst/datapath/logging"
 )
 
+// OffloadEnv names the environment variable that selects the tap's
+// offloads, for benchmarking and as an escape hatch: "off" (or "0") opens
+// the tap without a virtio-net header, "csum" asks for checksum offload
+// only, anything else (the default) for checksum and TCP segmentation
+// offload.
+const OffloadEnv = "GOPASST_TAP_OFFLOAD"
+
 // CreateDevice creates (or attaches to) the tap interface name in the
-// network namespace of the calling thread, with IFF_TAP|IFF_NO_PI: every
-// read and write is one bare Ethernet frame. The caller must be running on
-// a thread that has entered the target namespace; the returned descriptor
-// keeps working from any thread afterwards. It is non-blocking and
-// close-on-exec.
+// network namespace of the calling thread, with IFF_TAP|IFF_NO_PI and,
+// unless OffloadEnv says "off", IFF_VNET_HDR: every read and write is one
+// Ethernet frame, after a virtio-net header if that flag is on. With the
+// header it asks for checksum and TCP segmentation offload
+// (TUNSETOFFLOAD with TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6), so that the
+// namespace's kernel hands us TCP segments of up to 64 KiB whatever its MTU,
+// with checksums left partial; if the kernel refuses, checksum offload alone
+// and then none are tried, and the header stays (NewDevice copes with
+// either). The caller must be running on a thread that has entered the
+// target namespace; the returned descriptor keeps working from any thread
+// afterwards. It is non-blocking and close-on-exec.
+//
+// name: the interface name (empty: the kernel picks one). Returns the
+// descriptor and the interface's name, or an error; the offloads in effect
+// are logged (debug).
 func CreateDevice(name string) (fd int, ifname string, err error) {
-	fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	mode := os.Getenv(OffloadEnv)
+	vnet := mode != "off" && mode != "0" && mode != "none"
+	fd, ifname, err = openTap(name, vnet)
+	if err != nil && vnet {
+		// A kernel without IFF_VNET_HDR (none since 2.6.27) or a
+		// refusing LSM: the plain tap still works.
+		vnet = false
+		fd, ifname, err = openTap(name, false)
+	}
+	if err != nil || !vnet {
+		logging.Debugf("tap %s: no virtio-net header, no offloads", ifname)
+		return fd, ifname, err
+	}
+	tries := []int{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6, unix.TUN_F_CSUM}
+	if mode == "csum" {
+		tries = tries[1:]
+	}
+	for _, o := range tries {
+		if e := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, o); e == nil {
+			logging.Debugf("tap %s: virtio-net header, offloads %#x (TUN_F_*)", ifname, o)
+			return fd, ifname, nil
+		}
+	}
+	logging.Debugf("tap %s: virtio-net header, TUNSETOFFLOAD refused", ifname)
+	return fd, ifname, nil
+}
+
+// openTap opens /dev/net/tun and attaches it to tap name.
+//
+// name: the interface name; vnet: whether to ask for IFF_VNET_HDR. Returns
+// the descriptor and the interface's name, or an error.
+func openTap(name string, vnet bool) (int, string, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, "", fmt.Errorf("open /dev/net/tun: %w", err)
 	}
@@ -26,12 +81,33 @@ func CreateDevice(name string) (fd int, ifname string, err error) {
 		unix.Close(fd)
 		return -1, "", fmt.Errorf("tap name %q: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if vnet {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return -1, "", fmt.Errorf("TUNSETIFF %q: %w", name, err)
 	}
 	return fd, ifr.Name(), nil
+}
+
+// vnetHdrLen returns the virtio-net header length of tap descriptor fd: 0
+// if IFF_VNET_HDR is off or fd is no tap (a test's socket).
+func vnetHdrLen(fd int) int {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return 0
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil || ifr.Uint16()&unix.IFF_VNET_HDR == 0 {
+		return 0
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TUNGETVNETHDRSZ)
+	if err != nil || n < VnetHdrLen {
+		return VnetHdrLen
+	}
+	return n
 }
 
 // Pcap records frames crossing the guest interface (datapath/pcap).
@@ -41,12 +117,19 @@ type Pcap interface {
 
 // Device is pasta's guest back end: a tap descriptor. Frames towards the
 // guest are queued in a preallocated pool and written one write(2) each at
-// Flush (a tap takes one frame per call); frames from the guest are read
-// until EAGAIN into the caller's buffers.
+// Flush (a tap takes one frame per call), after their virtio-net header if
+// the tap has one (in the pool's headroom, so the frame never moves);
+// frames from the guest are read until EAGAIN into the caller's buffers,
+// their virtio-net headers into the device's own array.
 type Device struct {
 	fd    int
+	vnet  int  // virtio-net header length, 0 without IFF_VNET_HDR
+	noGSO bool // OffloadEnv "csum": no segmentation offload towards the guest either
 	out   *batch.Frames
 	pcap  Pcap
+	inHdr []VnetHdr
+	hdr   [16]byte // virtio-net header of the frame being read
+	iov   [2]unix.Iovec
 	Stats Stats
 }
 
@@ -54,16 +137,49 @@ type Device struct {
 type Stats struct {
 	FramesOut, BytesOut, DroppedOut uint64
 	FramesIn, BytesIn               uint64
+	GSOIn, GSOOut, BadVnetIn        uint64 // segmentation offload frames; malformed headers
 }
 
 // MaxFrame is the largest frame either back end carries: 65535 bytes of IP
-// packet plus the Ethernet header.
+// packet plus the Ethernet header. With segmentation offload this is also
+// the largest TCP super-frame either way (a tap's gso_max_size is 64 KiB).
 const MaxFrame = 65535 + 14
 
 // NewDevice wraps tap descriptor fd with an outgoing queue of queueLen
-// frames.
+// frames. Whether the tap has a virtio-net header is asked of the tap
+// itself (TUNGETIFF).
+//
+// fd: the tap; queueLen: frames queued before a flush; p: capture, or nil.
 func NewDevice(fd int, queueLen int, p Pcap) *Device {
-	return &Device{fd: fd, out: batch.NewFrames(queueLen, MaxFrame, 0), pcap: p}
+	vnet := vnetHdrLen(fd)
+	return &Device{fd: fd, vnet: vnet, noGSO: os.Getenv(OffloadEnv) == "csum",
+		out: batch.NewFrames(queueLen, MaxFrame, vnet), pcap: p}
+}
+
+// VnetHdrLen returns the length of the virtio-net header in front of every
+// frame on the tap, 0 if it has none.
+func (d *Device) VnetHdrLen() int { return d.vnet }
+
+// Offload implements Offloader: frames with partial checksums and TCP
+// segmentation can go to the guest when the tap has a virtio-net header.
+// Not while capturing: the capture would show partial checksums and
+// super-frames that never crossed a real link.
+func (d *Device) Offload() bool { return d.vnet > 0 && d.pcap == nil }
+
+// GSO implements Offloader.
+func (d *Device) GSO() bool { return !d.noGSO }
+
+// CommitOffload implements Offloader.
+func (d *Device) CommitOffload(n int, h *VnetHdr) {
+	if d.vnet > 0 {
+		hr := d.out.Headroom(d.out.Len())
+		clear(hr)
+		h.Encode(hr)
+		if h.GSOType != GSONone {
+			d.Stats.GSOOut++
+		}
+	}
+	d.out.Commit(n)
 }
 
 // FD returns the tap descriptor, for the event loop.
@@ -89,8 +205,14 @@ func (d *Device) Reserve(bufs [][]byte) int {
 	return n
 }
 
-// Commit implements Out.
-func (d *Device) Commit(n int) { d.out.Commit(n) }
+// Commit implements Out. With a virtio-net header the frame gets an empty
+// one: complete checksums, no segmentation.
+func (d *Device) Commit(n int) {
+	if d.vnet > 0 {
+		clear(d.out.Headroom(d.out.Len()))
+	}
+	d.out.Commit(n)
+}
 
 // Queued returns how many frames wait for Flush.
 func (d *Device) Queued() int { return d.out.Len() }
@@ -101,10 +223,10 @@ func (d *Device) Queued() int { return d.out.Len() }
 func (d *Device) Flush() {
 	n := d.out.Len()
 	for i := 0; i < n; i++ {
-		f := d.out.Frame(i)
 		if d.pcap != nil {
-			d.pcap.Write(f)
+			d.pcap.Write(d.out.Frame(i))
 		}
+		f := d.out.WithHeadroom(i)
 		for {
 			_, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(d.fd), uintptr(unsafe.Pointer(&f[0])), uintptr(len(f)))
 			if e == unix.EINTR {
@@ -123,12 +245,32 @@ func (d *Device) Flush() {
 }
 
 // Read reads frames from the guest into bufs until the device has no more
-// or bufs are full, storing lengths in sizes. It returns how many frames were
-// read; err is nil on EAGAIN after at least zero frames.
+// or bufs are full, storing lengths in sizes. Each buffer receives a bare
+// Ethernet frame; the virtio-net headers, if the tap has them, are kept
+// for InHdrs. A TCP frame may be a segmentation offload super-frame (up to
+// MaxFrame bytes, its IP length covering all of it) with a partial
+// checksum: we write its payload to a socket and check no checksum, so it
+// needs no special handling.
+//
+// bufs: buffers of MaxFrame bytes; sizes: as many lengths. Returns how many
+// frames were read; err is nil on EAGAIN after at least zero frames.
 func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
+	if d.vnet > 0 && len(d.inHdr) < len(bufs) {
+		d.inHdr = make([]VnetHdr, len(bufs)) // once, at the first batch
+	}
 	for i := 0; i < len(bufs); {
 		b := bufs[i]
-		r, _, e := unix.Syscall(unix.SYS_READ, uintptr(d.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		var r uintptr
+		var e unix.Errno
+		if d.vnet > 0 {
+			d.iov[0].Base = &d.hdr[0]
+			d.iov[0].SetLen(d.vnet)
+			d.iov[1].Base = &b[0]
+			d.iov[1].SetLen(len(b))
+			r, _, e = unix.Syscall(unix.SYS_READV, uintptr(d.fd), uintptr(unsafe.Pointer(&d.iov[0])), 2)
+		} else {
+			r, _, e = unix.Syscall(unix.SYS_READ, uintptr(d.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		}
 		switch {
 		case e == unix.EINTR:
 			continue
@@ -139,13 +281,38 @@ func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
 		case r == 0:
 			return i, errors.New("tap read: end of file")
 		}
-		sizes[i] = int(r)
+		n := int(r)
+		if d.vnet > 0 {
+			if n < d.vnet {
+				d.Stats.BadVnetIn++
+				continue
+			}
+			n -= d.vnet
+			h, err := DecodeVnetHdr(d.hdr[:d.vnet], n)
+			if err != nil {
+				// The frame itself is still whole: its headers
+				// are validated on their own; only the offload
+				// hints are lost.
+				d.Stats.BadVnetIn++
+				h = VnetHdr{}
+			}
+			if h.GSOType != GSONone {
+				d.Stats.GSOIn++
+			}
+			d.inHdr[i] = h
+		}
+		sizes[i] = n
 		d.Stats.FramesIn++
-		d.Stats.BytesIn += uint64(r)
+		d.Stats.BytesIn += uint64(n)
 		if d.pcap != nil {
-			d.pcap.Write(b[:r])
+			d.pcap.Write(b[:n])
 		}
 		i++
 	}
 	return len(bufs), nil
 }
+
+// InHdrs returns the virtio-net headers of the frames of the last Read, in
+// order (nil without a virtio-net header). They stay valid until the next
+// Read.
+func (d *Device) InHdrs() []VnetHdr { return d.inHdr }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopasst/datapath/tap"
 )
 
 // sendHashed writes n pseudo-random bytes to c, then half-closes it, and
@@ -163,7 +165,10 @@ func (w *world) transfer(t *testing.T, v6 bool, dir string, size int64) float64 
 
 // TestIntegrity moves 256 MiB each way over IPv4 and IPv6 and compares
 // SHA-256 at both ends; the guest's TCP must not need retransmission
-// timeouts (the C original stalls in exactly this test, ns to host).
+// timeouts (the C original stalls in exactly this test, ns to host). It
+// runs with the tap's offloads (the guest's kernel sends super-frames with
+// partial checksums, we send GSO frames) and without (tap.OffloadEnv=off:
+// every frame within the MTU, checksums complete).
 func TestIntegrity(t *testing.T) {
 	size := int64(256 << 20)
 	if testing.Short() {
@@ -173,32 +178,48 @@ func TestIntegrity(t *testing.T) {
 	if m, err := strconv.Atoi(os.Getenv("TCP_MTU")); err == nil {
 		mtus = []int{m}
 	}
-	for _, mtu := range mtus {
-		port := hostPort(t)
-		w := newWorld(t, mtu, func(h *Handler) {
-			if err := h.ListenPort(netip.MustParseAddr("127.0.0.1"), port); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.ListenPort(netip.IPv6Loopback(), port); err != nil {
-				t.Fatal(err)
-			}
-		})
-		w.inPort = port
-		for _, v6 := range []bool{false, true} {
-			for _, dir := range []string{"out", "in"} {
-				r0, to0 := tcpCounters(t, w.ns)
-				g := w.transfer(t, v6, dir, size)
-				r1, to1 := tcpCounters(t, w.ns)
-				t.Logf("MTU %d v6=%v %s: %.2f Gbit/s, guest retransmitted %d segments, %d timeouts", mtu, v6, dir, g, r1-r0, to1-to0)
-				if to1 > to0 {
-					t.Errorf("MTU %d v6=%v %s: the guest had %d retransmission timeouts", mtu, v6, dir, to1-to0)
+	for _, mode := range []string{"on", "off"} {
+		t.Setenv(tap.OffloadEnv, mode)
+		for _, mtu := range mtus {
+			port := hostPort(t)
+			w := newWorld(t, mtu, func(h *Handler) {
+				if err := h.ListenPort(netip.MustParseAddr("127.0.0.1"), port); err != nil {
+					t.Fatal(err)
+				}
+				if err := h.ListenPort(netip.IPv6Loopback(), port); err != nil {
+					t.Fatal(err)
+				}
+			})
+			w.inPort = port
+			for _, v6 := range []bool{false, true} {
+				for _, dir := range []string{"out", "in"} {
+					r0, to0 := tcpCounters(t, w.ns)
+					g := w.transfer(t, v6, dir, size)
+					r1, to1 := tcpCounters(t, w.ns)
+					t.Logf("offloads %s, MTU %d v6=%v %s: %.2f Gbit/s, guest retransmitted %d segments, %d timeouts", mode, mtu, v6, dir, g, r1-r0, to1-to0)
+					if to1 > to0 {
+						t.Errorf("offloads %s, MTU %d v6=%v %s: the guest had %d retransmission timeouts", mode, mtu, v6, dir, to1-to0)
+					}
 				}
 			}
-		}
-		w.halt()
-		t.Logf("MTU %d: %+v", mtu, w.h.Stats)
-		if os.Getenv("TCP_TRACE") != "" {
-			break
+			w.halt()
+			st, ds := w.h.Stats, w.dev.Stats
+			t.Logf("offloads %s, MTU %d: %+v %+v", mode, mtu, st, ds)
+			if mode == "off" {
+				// Every data frame within the MSS: at least one frame
+				// per MSS of payload each way.
+				if ds.GSOIn != 0 || ds.GSOOut != 0 || w.h.off != nil {
+					t.Errorf("offloads off, but GSO frames in %d, out %d", ds.GSOIn, ds.GSOOut)
+				}
+				if mtu == 1500 && st.FramesOut < st.BytesOut/1460 {
+					t.Errorf("MTU 1500 without offloads: %d frames carried %d bytes", st.FramesOut, st.BytesOut)
+				}
+			} else if mtu == 1500 && (ds.GSOIn == 0 || ds.GSOOut == 0) {
+				t.Errorf("offloads on at MTU 1500: no super-frames (in %d, out %d)", ds.GSOIn, ds.GSOOut)
+			}
+			if os.Getenv("TCP_TRACE") != "" {
+				break
+			}
 		}
 	}
 }

@@ -35,6 +35,17 @@
 //     unacknowledged and, once there is room, the guest gets a window
 //     update and three duplicate ACKs, so that it retransmits at once
 //     instead of waiting for its retransmission timeout.
+//   - Tap offloads (datapath/tap: IFF_VNET_HDR, TUNSETOFFLOAD with
+//     checksum and TCP segmentation offload): the guest's kernel hands us
+//     TCP super-frames of up to 64 KiB with partial checksums whatever
+//     its MTU, which we write to the socket as they are (we never check a
+//     guest checksum: the payload goes to a socket); towards the guest a
+//     frame carries as many whole segments of the guest's MSS as fit in
+//     64 KiB, with a virtio-net header asking for GSO (gso_size = MSS)
+//     and a partial checksum (the pseudo-header sum, which the guest's
+//     kernel trusts on local delivery), so neither side sums the payload.
+//     Without offloads (tap.OffloadEnv=off, a capture running, a back end
+//     without them) frames are MSS-sized and fully checksummed.
 //   - Sockets are edge-triggered: unacknowledged data keeps a socket
 //     readable, so level-triggered it would wake the loop for ever. A
 //     connection that stopped because the guest's window is full is

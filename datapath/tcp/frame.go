@@ -2,7 +2,8 @@
 // headers in front of a payload that is already in place (a peek from the
 // host socket lands straight in the payload area of the frame), with the
 // TCP checksum computed once per frame over pseudo-header, header and
-// payload.
+// payload, or left partial for the guest's kernel when the tap has
+// offloads (then a frame may also carry many segments, see commit).
 
 package tcp
 
@@ -13,6 +14,7 @@ import (
 	"gopasst/datapath/flow"
 	"gopasst/datapath/header"
 	"gopasst/datapath/packet"
+	"gopasst/datapath/tap"
 )
 
 // TCP flag bits, short names for the hot code.
@@ -96,8 +98,62 @@ func (h *Handler) build(f []byte, k *flow.Key, v6 bool, s *segment) int {
 			t[24], t[25], t[26], t[27] = header.TCPOptNOP, header.TCPOptNOP, header.TCPOptNOP, header.TCPOptNOP
 		}
 	}
-	binary.BigEndian.PutUint16(t[16:], checksum.Checksum(t, pseudo))
+	if h.off != nil {
+		// Checksum offload: the field holds the pseudo-header sum, as
+		// the kernel's own TSO leaves it (__tcp_v4_send_check); the
+		// guest's kernel trusts a partial checksum on local delivery
+		// and completes it only if it forwards the frame.
+		binary.BigEndian.PutUint16(t[16:], pseudo)
+	} else {
+		binary.BigEndian.PutUint16(t[16:], checksum.Checksum(t, pseudo))
+	}
 	return off + tcpLen
+}
+
+// commit queues a frame made by build. With offloads the frame gets a
+// virtio-net header: partial checksum (the TCP checksum field at csum_start
+// + 16) and, for a payload longer than the guest's MSS, segmentation
+// (gso_size = MSS), which is what makes a super-frame legal on a link
+// whose MTU is smaller: the guest's kernel takes it as one GRO-style
+// packet of many segments.
+//
+// n: the frame length from build; v6: the family; plen: its payload
+// length; mss: the guest's MSS.
+func (h *Handler) commit(n int, v6 bool, plen int, mss uint16) {
+	if h.off == nil {
+		h.out.Commit(n)
+		return
+	}
+	l4 := header.EthernetLen + header.IPv4MinLen
+	gso := uint8(tap.GSOTCPv4)
+	if v6 {
+		l4 = header.EthernetLen + header.IPv6Len
+		gso = tap.GSOTCPv6
+	}
+	h.vh = tap.VnetHdr{Flags: tap.VnetNeedsCsum, HdrLen: uint16(n - plen), CsumStart: uint16(l4), CsumOffset: 16}
+	if plen > int(mss) && mss != 0 {
+		h.vh.GSOType, h.vh.GSOSize = gso, mss
+	}
+	h.off.CommitOffload(n, &h.vh)
+}
+
+// framePayload returns how many payload bytes one frame to connection c's
+// guest carries: its MSS, or with segmentation offload as many whole
+// segments as fit in the largest frame (64 KiB of IP packet, and the
+// frame buffer).
+func (h *Handler) framePayload(c *conn) int {
+	mss := int(c.mss)
+	if h.off == nil || h.noGSO {
+		return mss
+	}
+	l := min(65535-header.IPv4MinLen-header.TCPMinLen, tap.MaxFrame-hdrLen4)
+	if c.v6 {
+		l = min(65535-header.TCPMinLen, tap.MaxFrame-hdrLen6)
+	}
+	if mss >= l {
+		return l
+	}
+	return l - l%mss
 }
 
 // ctrl queues a segment without payload for connection i at its current
@@ -137,7 +193,7 @@ func (h *Handler) ctrlSeq(i flow.Index, flags uint8, seq uint32) {
 	}
 	f := h.out.Frame()
 	n := h.build(f, k, c.v6, &s)
-	h.out.Commit(n)
+	h.commit(n, c.v6, 0, 0)
 	h.Stats.FramesOut++
 	c.seqAckToTap = c.seqFromTap
 }
@@ -167,6 +223,6 @@ func (h *Handler) rstUnknown(p *packet.Packet) {
 		s.ack, s.flags = t.Seq()+n, flagRST|flagACK
 	}
 	f := h.out.Frame()
-	h.out.Commit(h.build(f, &k, p.V6, &s))
+	h.commit(h.build(f, &k, p.V6, &s), p.V6, 0, 0)
 	h.Stats.FramesOut++
 }

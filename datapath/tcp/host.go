@@ -104,7 +104,7 @@ func (h *Handler) sendData(i flow.Index) int {
 	}
 	sent := 0
 	hl := hdrLen(c.v6)
-	mss := uint32(c.mss)
+	mss := uint32(h.framePayload(c)) // payload per frame
 	for {
 		if c.events&tapFinSent != 0 && c.seqToTap == c.seqMax {
 			c.flags &^= fHostData // everything, FIN included, is out
@@ -220,7 +220,7 @@ func (h *Handler) sendData(i flow.Index) int {
 			if off == r {
 				s.flags |= flagPSH
 			}
-			h.out.Commit(h.build(h.bufs[f], k, c.v6, &s))
+			h.commit(h.build(h.bufs[f], k, c.v6, &s), c.v6, s.plen, c.mss)
 		}
 		nfr := (r + int(mss) - 1) / int(mss)
 		sent += nfr

@@ -89,6 +89,7 @@ type Handler struct {
 	cfg *config.Config
 	g   *guest.State
 	out tap.Out
+	off tap.Offloader // out, if it takes offloads (see commit); else nil
 	l   *loop.Loop
 	ft  *flow.Table
 
@@ -103,6 +104,8 @@ type Handler struct {
 	infoLen int  // TCP_INFO length the kernel fills in
 
 	mss4, mss6 uint16 // MSS we announce to the guest
+	noGSO      bool   // offloads: checksum only, frames of one segment
+	vh         tap.VnetHdr
 
 	// Scratch space reused by every call: iovecs and message header for
 	// sendmsg/recvmsg, frame buffers, socket option results.
@@ -174,6 +177,10 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 	for i := range h.actPos {
 		h.actPos[i] = -1
 		h.conns[i].fd = -1
+	}
+	if o, ok := out.(tap.Offloader); ok && o.Offload() {
+		h.off = o
+		h.noGSO = !o.GSO()
 	}
 	h.msg.Iov = &h.iov[0]
 	mtu := cfg.MTU

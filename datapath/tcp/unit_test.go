@@ -79,7 +79,15 @@ type unitWorld struct {
 }
 
 func newUnitWorld(t testing.TB) *unitWorld {
-	u := &unitWorld{out: newFakeOut(64)}
+	o := newFakeOut(64)
+	u := newUnitWorldOut(t, o)
+	u.out = o
+	return u
+}
+
+// newUnitWorldOut is newUnitWorld with frames to the guest going to out.
+func newUnitWorldOut(t testing.TB, out tap.Out) *unitWorld {
+	u := &unitWorld{}
 	u.cfg = config.Config{Mode: config.ModePasta, MTU: 65520, OurMAC: config.DefaultMAC}
 	u.cfg.V4 = config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4}
 	u.cfg.V6 = config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6}
@@ -89,7 +97,7 @@ func newUnitWorld(t testing.TB) *unitWorld {
 	if u.l, err = loop.New(64); err != nil {
 		t.Fatal(err)
 	}
-	if u.h, err = New(&u.cfg, &u.g, u.out, u.l, u.ft); err != nil {
+	if u.h, err = New(&u.cfg, &u.g, out, u.l, u.ft); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.h.Close)
@@ -133,8 +141,13 @@ func hostListen(t testing.TB) (int, uint16) {
 // and returns the accepted host socket, the guest's next sequence number
 // and ours.
 func (u *unitWorld) handshake(t testing.TB, lfd int, port uint16) (hfd int, gseq, hseq uint32) {
+	return u.handshakeMSS(t, lfd, port, 65480)
+}
+
+// handshakeMSS is handshake with the guest announcing MSS mss.
+func (u *unitWorld) handshakeMSS(t testing.TB, lfd int, port uint16, mss uint16) (hfd int, gseq, hseq uint32) {
 	f := make([]byte, 200)
-	opts := []byte{2, 4, 0xff, 0xc8, 1, 3, 3, 7} // MSS 65480, NOP, WS 7
+	opts := []byte{2, 4, byte(mss >> 8), byte(mss), 1, 3, 3, 7} // MSS, NOP, WS 7
 	p := guestFrame(f, 40000, port, 1000, 0, flagSYN, 65535, opts, 0)
 	u.h.FromGuest([]packet.Packet{p})
 	for i := 0; i < 50 && u.out.n == 0; i++ {

@@ -299,6 +299,14 @@ func (o *traceOut) Commit(n int) {
 	o.Device.Commit(n)
 }
 
+// CommitOffload prints the frame and queues it with its virtio-net header.
+func (o *traceOut) CommitOffload(n int, h *tap.VnetHdr) {
+	var b [1][]byte
+	o.Device.Reserve(b[:])
+	fmt.Fprintf(os.Stderr, "%s >guest %s (gso %d/%d)\n", time.Now().Format("05.000000"), describe(b[0][:n]), h.GSOType, h.GSOSize)
+	o.Device.CommitOffload(n, h)
+}
+
 // describe summarises a TCP frame.
 func describe(f []byte) string {
 	var g guest.State
