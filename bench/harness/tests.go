@@ -214,7 +214,7 @@ func (e *env) runTest(ctx context.Context, rep int, in *instance, t testSpec) []
 		} else {
 			args = append(args, "-u", "-b", t.rate, "-l", strconv.Itoa(udpLen(in.cfg.mtu, t.family)))
 		}
-		if why, ok := e.timedOut[in.cfg.family+" "+t.row]; ok {
+		if why, ok := e.timedOut[in.cfg.name()+" "+t.row]; ok {
 			out = append(out, sample(in, rep, t.row, 0, errors.New(why)))
 			if t.lossRow != "" {
 				out = append(out, sample(in, rep, t.lossRow, 0, errors.New(why)))
@@ -246,9 +246,9 @@ func (e *env) runTest(ctx context.Context, rep int, in *instance, t testSpec) []
 		if err != nil {
 			e.logf("  %s %s: %v", in.cfg.name(), t.row, err)
 			if strings.HasPrefix(err.Error(), "timed out") {
-				// Do not spend the time-out again at the other MTUs and
-				// repetitions of the same configuration.
-				e.timedOut[in.cfg.family+" "+t.row] = err.Error() + " (first time; not tried again in this run)"
+				// Do not spend the time-out again in the later repetitions
+				// of the same configuration (other MTUs still try).
+				e.timedOut[in.cfg.name()+" "+t.row] = err.Error() + " (once; not tried again at this MTU)"
 			}
 			out = append(out, sample(in, rep, t.row, 0, err))
 			if t.lossRow != "" {
