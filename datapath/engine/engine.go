@@ -14,6 +14,7 @@ package engine
 
 import (
 	"fmt"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -63,6 +64,7 @@ type Options struct {
 
 // New builds the datapath for cfg around the guest back end in o.
 func New(cfg *config.Config, o Options) (*Engine, error) {
+	minProcs()
 	l, err := loop.New(flow.MaxFlows)
 	if err != nil {
 		return nil, err
@@ -119,6 +121,21 @@ func (e *Engine) tapReady(r loop.Ref, events uint32) {
 		if n < len(e.inBufs) {
 			return
 		}
+	}
+}
+
+// minProcs gives the Go scheduler at least two Ps, also when the process
+// may run on one CPU only (taskset, cpusets: the runtime then starts with
+// GOMAXPROCS 1). With a single P, sysmon takes the P away from every
+// system call that lasts more than 20 µs (copying 64 KiB into the tap or a
+// socket does) and wakes another thread to run the P, while it polls every
+// 20 µs itself: futex wake-ups and context switches on our own CPU, about
+// 15 % of the CPU the translation needs host to namespace. With a second,
+// idle P, retake leaves a P in a system call alone. It must run before
+// the sandbox (isolation.Postfork then fixes GOMAXPROCS at this value).
+func minProcs() {
+	if runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
 	}
 }
 
