@@ -26,6 +26,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -458,6 +459,7 @@ func tcpIntegrity(t *testing.T, w *tcpWorld, size int64) {
 			guest, host := w.connect(t, path)
 			before := nsCounters(t, w.p)
 			dropsBefore := tapDrops(t, w.p)
+			softBefore := softnetDrops(t)
 			deadline := time.Now().Add(90 * time.Second)
 			guest.SetDeadline(deadline)
 			host.SetDeadline(deadline)
@@ -499,8 +501,8 @@ func tcpIntegrity(t *testing.T, w *tcpWorld, size int64) {
 				size>>20, upTime.Round(time.Millisecond), gbits(upGot.n, upTime),
 				downTime.Round(time.Millisecond), gbits(downGot.n, downTime), retrans, timeouts, drops[1], drops[0])
 			if timeouts != 0 {
-				t.Errorf("the guest's kernel hit %d retransmission timeouts during the transfer (TcpRetransSegs +%d, tap drops: %d frames to pasta, %d from it): segments lost or left unacknowledged in pasta",
-					timeouts, retrans, drops[1], drops[0])
+				t.Errorf("the guest's kernel hit %d retransmission timeouts during the transfer (TcpRetransSegs +%d, tap drops: %d frames to pasta, %d from it; softnet backlog drops +%d): segments lost or left unacknowledged in pasta; namespace counters that moved: %s",
+					timeouts, retrans, drops[1], drops[0], softnetDrops(t)-softBefore, nstatDelta(before, after))
 			}
 		})
 	}
@@ -529,6 +531,39 @@ func tapDrops(t *testing.T, p *nstest.Pasta) [2]uint64 {
 	}
 	t.Fatalf("no %s in the namespace's /proc/net/dev", p.Tap)
 	return [2]uint64{}
+}
+
+// softnetDrops returns the packets the kernel dropped because a CPU's input
+// backlog was full (the second column of /proc/net/softnet_stat, summed
+// over CPUs): a frame written to the tap is queued there before the
+// namespace's stack sees it, and a drop there shows in no interface counter.
+func softnetDrops(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			v, _ := strconv.ParseUint(f[1], 16, 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// nstatDelta lists the counters that changed between two readings, for a
+// failure message.
+func nstatDelta(before, after nstest.Nstat) string {
+	var out []string
+	for k, v := range after.All {
+		if d := v - before.All[k]; d != 0 {
+			out = append(out, fmt.Sprintf("%s +%d", k, d))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }
 
 // gbits returns n bytes over d in Gbit/s.
