@@ -217,7 +217,9 @@ func (d *Device) Commit(n int) {
 // Queued returns how many frames wait for Flush.
 func (d *Device) Queued() int { return d.out.Len() }
 
-// Flush implements Out: it writes every queued frame. A frame the kernel
+// Flush implements Out: it writes every queued frame. The tap is
+// non-blocking: reads and writes use RawSyscall (see tcp's sys_linux.go
+// for why). A frame the kernel
 // refuses (the tap's queue is full: EAGAIN/ENOBUFS) is dropped and counted;
 // TCP recovers it by retransmission, as with a lossy link.
 func (d *Device) Flush() {
@@ -228,7 +230,7 @@ func (d *Device) Flush() {
 		}
 		f := d.out.WithHeadroom(i)
 		for {
-			_, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(d.fd), uintptr(unsafe.Pointer(&f[0])), uintptr(len(f)))
+			_, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(d.fd), uintptr(unsafe.Pointer(&f[0])), uintptr(len(f)))
 			if e == unix.EINTR {
 				continue
 			}
@@ -267,9 +269,9 @@ func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
 			d.iov[0].SetLen(d.vnet)
 			d.iov[1].Base = &b[0]
 			d.iov[1].SetLen(len(b))
-			r, _, e = unix.Syscall(unix.SYS_READV, uintptr(d.fd), uintptr(unsafe.Pointer(&d.iov[0])), 2)
+			r, _, e = unix.RawSyscall(unix.SYS_READV, uintptr(d.fd), uintptr(unsafe.Pointer(&d.iov[0])), 2)
 		} else {
-			r, _, e = unix.Syscall(unix.SYS_READ, uintptr(d.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			r, _, e = unix.RawSyscall(unix.SYS_READ, uintptr(d.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		}
 		switch {
 		case e == unix.EINTR:

@@ -2,6 +2,12 @@
 // such as Recvmsg, GetsockoptTCPInfo or Connect take interfaces or return
 // fresh structures, which allocate; the data path calls the kernel directly
 // with preallocated arguments instead, and returns the bare errno.
+//
+// Every descriptor here is non-blocking (or the call says MSG_DONTWAIT), so
+// the calls use RawSyscall: the Go scheduler is not told about them, which
+// it needs only for calls that may block. Told (entersyscall), sysmon hands
+// the P of a call lasting over 20 µs to another thread (a 64 KiB copy
+// does), with futex wake-ups and context switches for nothing.
 
 package tcp
 
@@ -17,7 +23,7 @@ import (
 // Returns the bytes written, or the errno (EINTR retried).
 func sendmsg(fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
 	for {
-		r, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
+		r, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
 		if e == unix.EINTR {
 			continue
 		}
@@ -34,7 +40,7 @@ func sendmsg(fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
 // Returns the bytes read (0 at end of stream), or the errno.
 func recvmsg(fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
 	for {
-		r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
+		r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
 		if e == unix.EINTR {
 			continue
 		}
@@ -53,7 +59,7 @@ func recvmsg(fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
 // fd: the socket; n: bytes to drop. Returns the bytes dropped, or the errno.
 func discard(fd int, n int) (int, unix.Errno) {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, uintptr(n),
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, uintptr(n),
 			unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EINTR {
 			continue
@@ -70,7 +76,7 @@ func discard(fd int, n int) (int, unix.Errno) {
 // fd: the socket; level, opt: the option; v: its value. Returns the errno.
 func setInt(fd, level, opt, v int) unix.Errno {
 	x := int32(v)
-	_, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
 		uintptr(unsafe.Pointer(&x)), 4, 0)
 	return e
 }
@@ -81,7 +87,7 @@ func setInt(fd, level, opt, v int) unix.Errno {
 func getInt(fd, level, opt int) (int, unix.Errno) {
 	var x int32
 	l := uint32(4)
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
 		uintptr(unsafe.Pointer(&x)), uintptr(unsafe.Pointer(&l)), 0)
 	return int(x), e
 }
@@ -93,7 +99,7 @@ func getInt(fd, level, opt int) (int, unix.Errno) {
 // errno.
 func memInfo(fd int, m *[unix.SK_MEMINFO_VARS]uint32) unix.Errno {
 	l := uint32(unsafe.Sizeof(*m))
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
 		uintptr(unsafe.Pointer(m)), uintptr(unsafe.Pointer(&l)), 0)
 	return e
 }
@@ -104,7 +110,7 @@ func memInfo(fd int, m *[unix.SK_MEMINFO_VARS]uint32) unix.Errno {
 // (older kernels fill less than the structure), or the errno.
 func tcpInfo(fd int, ti *unix.TCPInfo) (int, unix.Errno) {
 	l := uint32(unsafe.Sizeof(*ti))
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
 		uintptr(unsafe.Pointer(ti)), uintptr(unsafe.Pointer(&l)), 0)
 	return int(l), e
 }
@@ -113,7 +119,7 @@ func tcpInfo(fd int, ti *unix.TCPInfo) (int, unix.Errno) {
 //
 // fd: the socket. Returns the errno.
 func shutdownWrite(fd int) unix.Errno {
-	_, _, e := unix.Syscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
 	return e
 }
 
@@ -123,7 +129,7 @@ func shutdownWrite(fd int) unix.Errno {
 // fd: the socket.
 func closeRST(fd int) {
 	lg := unix.Linger{Onoff: 1, Linger: 0}
-	unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER,
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER,
 		uintptr(unsafe.Pointer(&lg)), unsafe.Sizeof(lg), 0)
 	unix.Close(fd)
 }
@@ -133,7 +139,7 @@ func closeRST(fd int) {
 // fd: the socket; sa: a RawSockaddrInet4 or RawSockaddrInet6; l: its size.
 // Returns the errno (EINPROGRESS for a non-blocking connect under way).
 func connectRaw(fd int, sa unsafe.Pointer, l uintptr) unix.Errno {
-	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), l)
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), l)
 	return e
 }
 
@@ -144,7 +150,7 @@ func connectRaw(fd int, sa unsafe.Pointer, l uintptr) unix.Errno {
 // descriptor, or the errno.
 func accept4(fd int, sa *unix.RawSockaddrAny) (int, unix.Errno) {
 	l := uint32(unsafe.Sizeof(*sa))
-	r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(sa)),
+	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(sa)),
 		uintptr(unsafe.Pointer(&l)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 	if e != 0 {
 		return -1, e
@@ -157,7 +163,7 @@ func accept4(fd int, sa *unix.RawSockaddrAny) (int, unix.Errno) {
 // fd: the socket; sa: the address buffer. Returns the errno.
 func getsockname(fd int, sa *unix.RawSockaddrAny) unix.Errno {
 	l := uint32(unsafe.Sizeof(*sa))
-	_, _, e := unix.Syscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(sa)),
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(sa)),
 		uintptr(unsafe.Pointer(&l)))
 	return e
 }
@@ -168,7 +174,7 @@ func getsockname(fd int, sa *unix.RawSockaddrAny) unix.Errno {
 // fd: the socket. Returns the byte count, or the errno.
 func outQueue(fd int) (int, unix.Errno) {
 	var x int32
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCOUTQ, uintptr(unsafe.Pointer(&x)))
+	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCOUTQ, uintptr(unsafe.Pointer(&x)))
 	return int(x), e
 }
 
