@@ -210,7 +210,7 @@ type env struct {
 	rrCmd     []string
 	neper     string // neper's tcp_rr path, "" when not installed
 	sockDir   string
-	timedOut  map[string]string // configuration family and row: the time-out seen
+	timedOut  map[string]string // configuration (with MTU) and row: the time-out seen
 	oursPasta string            // the run's copy of gopasst's pasta
 	hostRR    *proc
 	notes     []string
