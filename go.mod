@@ -4,10 +4,10 @@ go 1.26.8
 
 require github.com/klauspost/cpuid/v2 v2.4.2
 
-require github.com/vishvananda/netlink v1.3.1
-
 require (
-	github.com/vishvananda/netns v0.0.5 // indirect
-	golang.org/x/net v0.62.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	github.com/vishvananda/netlink v1.3.1
+	golang.org/x/net v0.62.0
+	golang.org/x/sys v0.49.0
 )
+
+require github.com/vishvananda/netns v0.0.5 // indirect
