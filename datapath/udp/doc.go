@@ -17,8 +17,12 @@
 //     connected to nat.FromGuest's destination (gateway to host loopback,
 //     --dns-forward to the DNS host). The datagrams of a batch are grouped by
 //     flow and each flow's run goes out in one sendmmsg, straight from the
-//     guest's frames (no copy). The guest's TTL/hop limit is copied to the
-//     socket when it changes.
+//     guest's frames (no copy). Consecutive datagrams of equal size share
+//     one message with UDP_SEGMENT (up to 64 of them, 64 KiB), so the host
+//     stack routes and delivers one super-datagram and cuts it into the
+//     guest's datagrams only at the end; a socket whose kernel or route
+//     refuses that sends one datagram per message from then on. The
+//     guest's TTL/hop limit is copied to the socket when it changes.
 //   - Host to guest: a readable flow socket is read with recvmmsg straight
 //     into the payload area of frames reserved from tap.Out; the Ethernet,
 //     IP and UDP headers and the checksums are written in front afterwards,

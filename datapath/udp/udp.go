@@ -75,6 +75,7 @@ type udpFlow struct {
 	// guestSent, hostSent count datagrams each way, saturating at 2: enough
 	// to tell conntrack's "stream" state.
 	guestSent, hostSent uint8
+	noGSO               bool  // the socket refused UDP_SEGMENT: one datagram per message
 	last                int64 // loop time of the last datagram either way
 	pos                 int32 // index in Handler.active
 }
@@ -101,6 +102,7 @@ type Stats struct {
 	FlowsCreated, FlowsClosed uint64
 	FlowFailures              uint64 // datagrams dropped because no flow could be made
 	ToHost, ToHostDropped     uint64 // guest datagrams sent / dropped
+	ToHostGSO                 uint64 // messages that carried several of them (UDP_SEGMENT)
 	ToGuest, ToGuestDropped   uint64 // host datagrams queued to the guest / dropped
 	ICMPErrors                uint64 // ICMP errors relayed to the guest
 	BadErrQueue               uint64 // unparsable error queue messages
@@ -121,8 +123,9 @@ type Handler struct {
 	bufForce               bool  // SO_*BUFFORCE still worth trying
 
 	// guest to host
-	idx  []flow.Index
-	send *batch.Msgs
+	idx []flow.Index
+	run [][]byte // payloads of the flow being sent
+	gso gsoMsgs
 
 	// host to guest
 	recv   *batch.Msgs // flow sockets: payload and source address
@@ -154,7 +157,8 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		flows:    make([]udpFlow, ft.Cap()),
 		bufForce: true,
 		idx:      make([]flow.Index, Batch),
-		send:     batch.NewMsgs(Batch, 1),
+		run:      make([][]byte, Batch),
+		gso:      newGSOMsgs(Batch),
 		recv:     batch.NewMsgs(recvBatch, 1),
 		lrecv:    batch.NewMsgs(recvBatch, 1),
 		ctrl:     make([]byte, recvBatch*ctrlLen),
@@ -200,7 +204,7 @@ func (h *Handler) Flows() int { return len(h.active) }
 
 // FromGuest sends the guest's UDP datagrams to their host sockets, creating
 // flows for new 4-tuples. Datagrams of one flow in pkts leave in one
-// sendmmsg, in their order.
+// sendmmsg, in their order, runs of equal size as UDP_SEGMENT messages.
 //
 // pkts: validated UDP packets from the demultiplexer, valid until return.
 func (h *Handler) FromGuest(pkts []packet.Packet) {
@@ -226,6 +230,7 @@ func (h *Handler) fromGuest(pkts []packet.Packet) {
 	}
 	// Gather each flow's packets in order (at most Batch² comparisons, no
 	// allocation), send them with one sendmmsg.
+	run := h.run
 	for k := range pkts {
 		i := idx[k]
 		if i == flow.None {
@@ -247,42 +252,62 @@ func (h *Handler) fromGuest(pkts []packet.Packet) {
 			if p.TTL != f.ttl {
 				// The socket's TTL applies to what is sent
 				// after the change: send what came before.
-				h.sendRun(f, n)
+				h.sendRun(f, run[:n])
 				n = 0
 				h.setTTL(f, p.TTL)
 			}
-			h.send.SetBuf(n, u.Payload())
+			run[n] = u.Payload()
 			n++
 			inc(&f.guestSent)
 		}
-		h.sendRun(f, n)
+		h.sendRun(f, run[:n])
+		clear(run[:n]) // drop references to the guest's frames
 		f.last = now
 	}
 }
 
-// sendRun sends the first n queued messages on f's socket.
+// sendRun sends run, the payloads of f's datagrams in order, on f's
+// socket: as UDP_SEGMENT messages where the sizes allow (see gsoMsgs.build),
+// all in one sendmmsg unless the kernel stops early.
 //
 // A send can fail because of an earlier datagram: a connected UDP socket
 // reports a pending ICMP error (ECONNREFUSED, EHOSTUNREACH, ...) on the next
-// send, which then is not sent. That message is tried once more; any other
+// send, which then is not sent. That message is tried once more. A
+// UDP_SEGMENT message the kernel refuses (gsoRefused) is sent again one
+// datagram per message, as is everything after it on this flow. Any other
 // failure drops the message (or the rest, when the socket buffer is full).
-func (h *Handler) sendRun(f *udpFlow, n int) {
+func (h *Handler) sendRun(f *udpFlow, run [][]byte) {
+	g := &h.gso
+	maxSegs := gsoMaxSegs
+	if f.noGSO {
+		maxSegs = 1
+	}
+	n := g.build(run, maxSegs)
 	sent, retried := 0, false
 	for sent < n {
-		m, err := sendmmsg(int(f.fd), h.send.Hdrs[sent:n])
+		m, err := sendmmsg(int(f.fd), g.hdrs[sent:n])
 		if err == nil {
+			h.Stats.ToHost += g.count(sent, sent+m)
+			for k := sent; k < sent+m; k++ {
+				if g.segs[k] > 1 {
+					h.Stats.ToHostGSO++
+				}
+			}
 			sent += m
-			h.Stats.ToHost += uint64(m)
 			continue
 		}
 		switch {
 		case err == unix.EAGAIN || err == unix.ENOBUFS:
-			h.Stats.ToHostDropped += uint64(n - sent)
+			h.Stats.ToHostDropped += g.count(sent, n)
 			return
 		case !retried && asyncError(err):
 			retried = true
+		case g.segs[sent] > 1 && gsoRefused(err):
+			f.noGSO = true
+			run = run[g.first[sent]:]
+			n, sent = g.build(run, 1), 0
 		default:
-			h.Stats.ToHostDropped++
+			h.Stats.ToHostDropped += uint64(g.segs[sent])
 			sent++
 			retried = false
 		}
