@@ -221,7 +221,7 @@ func (h *Handler) readListener(ln *listener) {
 			if w != j || to != hdr {
 				copy(h.frames[w][to:to+dl], h.frames[j][hdr:hdr+dl])
 			}
-			h.out.Commit(h.fill(ep, h.frames[w], dl))
+			h.commit(ep.v6, h.fill(ep, h.frames[w], dl, h.off != nil), dl, 1)
 			w++
 		}
 		h.Stats.ToGuest += uint64(w)

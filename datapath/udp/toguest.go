@@ -15,6 +15,7 @@ import (
 	"gopasst/datapath/header"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
+	"gopasst/datapath/tap"
 	"gopasst/isolation"
 )
 
@@ -54,8 +55,13 @@ func (h *Handler) sockEvent(r loop.Ref, events uint32) {
 
 // readFlow moves every datagram queued on f's socket to the guest: each
 // recvmmsg reads into the payload area of reserved frames, then each frame
-// gets its headers and is committed.
+// gets its headers and is committed. With GSO towards the guest, small
+// datagrams go through readFlowStaged instead.
 func (h *Handler) readFlow(f *udpFlow) {
+	if h.stage != nil && f.inSize <= stageMaxSize {
+		h.readFlowStaged(f)
+		return
+	}
 	hdr := hdr4
 	if f.ep.v6 {
 		hdr = hdr6
@@ -96,7 +102,8 @@ func (h *Handler) readFlow(f *udpFlow) {
 				// datagram left (only ever after a drop).
 				copy(h.frames[w][hdr:hdr+dl], h.frames[j][hdr:hdr+dl])
 			}
-			h.out.Commit(h.fill(&f.ep, h.frames[w], dl))
+			h.commit(f.ep.v6, h.fill(&f.ep, h.frames[w], dl, h.off != nil), dl, 1)
+			f.inSize = int32(dl)
 			w++
 			inc(&f.hostSent)
 		}
@@ -112,11 +119,15 @@ func (h *Handler) readFlow(f *udpFlow) {
 
 // fill writes the Ethernet, IP and UDP headers of a datagram from ep's peer
 // to the guest in front of the n payload bytes already at hdr4/hdr6 in b,
-// with the UDP checksum.
+// with the UDP checksum, or with only its pseudo-header sum when the frame
+// goes with a partial checksum (see commit).
 //
-// ep: the flow's endpoints as the guest sees them; b: the frame buffer.
-// Returns the frame length.
-func (h *Handler) fill(ep *endpoints, b []byte, n int) int {
+// ep: the flow's endpoints as the guest sees them; b: the frame buffer;
+// partial: leave the checksum to the guest's kernel. Returns the frame
+// length.
+func (h *Handler) fill(ep *endpoints, b []byte, n int, partial bool) int {
+	var u []byte
+	var pseudo uint16
 	if !ep.v6 {
 		header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv4)
 		src, dst := [4]byte(ep.peer[12:16]), [4]byte(ep.guest[12:16])
@@ -124,28 +135,61 @@ func (h *Handler) fill(ep *endpoints, b []byte, n int) int {
 			DF: true, TTL: ttlOut, Proto: header.ProtoUDP,
 			Src: src, Dst: dst, PayloadLen: header.UDPLen + n,
 		})
-		u := b[hdr4-header.UDPLen : hdr4+n]
-		header.EncodeUDP(u, ep.peerPort, ep.guestPort, n)
-		c := checksum.Checksum(u, checksum.PseudoHeaderIPv4(src, dst, header.ProtoUDP, uint16(len(u))))
-		if c == 0 {
-			c = 0xffff // RFC 768: zero means "no checksum"
-		}
-		binary.BigEndian.PutUint16(u[6:], c)
-		return hdr4 + n
+		u = b[hdr4-header.UDPLen : hdr4+n]
+		pseudo = checksum.PseudoHeaderIPv4(src, dst, header.ProtoUDP, uint16(len(u)))
+	} else {
+		header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv6)
+		header.EncodeIPv6(b[header.EthernetLen:], header.IPv6Fields{
+			PayloadLen: header.UDPLen + n, NextHeader: header.ProtoUDP, HopLimit: ttlOut,
+			Src: ep.peer, Dst: ep.guest,
+		})
+		u = b[hdr6-header.UDPLen : hdr6+n]
+		pseudo = checksum.PseudoHeaderIPv6(&ep.peer, &ep.guest, header.ProtoUDP, uint32(len(u)))
 	}
-	header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv6)
-	header.EncodeIPv6(b[header.EthernetLen:], header.IPv6Fields{
-		PayloadLen: header.UDPLen + n, NextHeader: header.ProtoUDP, HopLimit: ttlOut,
-		Src: ep.peer, Dst: ep.guest,
-	})
-	u := b[hdr6-header.UDPLen : hdr6+n]
 	header.EncodeUDP(u, ep.peerPort, ep.guestPort, n)
-	c := checksum.Checksum(u, checksum.PseudoHeaderIPv6(&ep.peer, &ep.guest, header.ProtoUDP, uint32(len(u))))
+	if partial {
+		// As the kernel's own checksum offload leaves it (udp4_hwcsum):
+		// the guest's kernel trusts a partial checksum on local delivery
+		// and completes it only if it forwards the frame.
+		binary.BigEndian.PutUint16(u[6:], pseudo)
+		return hdrLen(ep.v6) + n
+	}
+	c := checksum.Checksum(u, pseudo)
 	if c == 0 {
-		c = 0xffff // RFC 8200 §8.1
+		c = 0xffff // RFC 768, RFC 8200 §8.1: zero means "no checksum"
 	}
 	binary.BigEndian.PutUint16(u[6:], c)
-	return hdr6 + n
+	return hdrLen(ep.v6) + n
+}
+
+// hdrLen returns the header bytes in front of a UDP payload in a frame to
+// the guest: hdr6 for IPv6, hdr4 for IPv4.
+func hdrLen(v6 bool) int {
+	if v6 {
+		return hdr6
+	}
+	return hdr4
+}
+
+// commit queues a frame made by fill. With offloads (h.off) the frame gets
+// a virtio-net header saying its UDP checksum is partial and, when it holds
+// segs > 1 datagrams of seg payload bytes each (the last may be shorter),
+// UDP segmentation (GSO_UDP_L4): the guest's kernel cuts it into those
+// datagrams (at the receiving socket, or when it forwards the frame).
+//
+// v6: the family; n: the frame length; seg, segs: the segmentation.
+func (h *Handler) commit(v6 bool, n, seg, segs int) {
+	if h.off == nil {
+		h.out.Commit(n)
+		return
+	}
+	hl := hdrLen(v6)
+	h.vh = tap.VnetHdr{Flags: tap.VnetNeedsCsum, HdrLen: uint16(hl),
+		CsumStart: uint16(hl - header.UDPLen), CsumOffset: 6}
+	if segs > 1 {
+		h.vh.GSOType, h.vh.GSOSize = tap.GSOUDPL4, uint16(seg)
+	}
+	h.off.CommitOffload(n, &h.vh)
 }
 
 // drainErrors reads f's socket error queue and relays each ICMP error to

@@ -76,6 +76,7 @@ type udpFlow struct {
 	// to tell conntrack's "stream" state.
 	guestSent, hostSent uint8
 	noGSO               bool  // the socket refused UDP_SEGMENT: one datagram per message
+	inSize              int32 // payload length of the last datagram from the host
 	last                int64 // loop time of the last datagram either way
 	pos                 int32 // index in Handler.active
 }
@@ -104,6 +105,7 @@ type Stats struct {
 	ToHost, ToHostDropped     uint64 // guest datagrams sent / dropped
 	ToHostGSO                 uint64 // messages that carried several of them (UDP_SEGMENT)
 	ToGuest, ToGuestDropped   uint64 // host datagrams queued to the guest / dropped
+	ToGuestGSO                uint64 // frames that carried several of them (GSO_UDP_L4)
 	ICMPErrors                uint64 // ICMP errors relayed to the guest
 	BadErrQueue               uint64 // unparsable error queue messages
 }
@@ -133,6 +135,9 @@ type Handler struct {
 	ctrl   []byte      // lrecv's control buffers, ctrlLen each
 	frames [][]byte
 	eq     errQueue
+	off    tap.Offloader // out, if it takes partial checksums; else nil
+	vh     tap.VnetHdr   // commit's header, kept here so it does not escape
+	stage  *stage        // flow sockets, coalescing into GSO frames; nil without GSO
 
 	listeners []listener
 	groupEP   endpoints // endpoints of a broadcast/multicast datagram (no flow)
@@ -163,6 +168,12 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		lrecv:    batch.NewMsgs(recvBatch, 1),
 		ctrl:     make([]byte, recvBatch*ctrlLen),
 		frames:   make([][]byte, recvBatch),
+	}
+	if o, ok := out.(tap.Offloader); ok && o.Offload() {
+		h.off = o
+		if o.GSO() {
+			h.stage = newStage()
+		}
 	}
 	h.recv.WithNames()
 	h.lrecv.WithNames()

@@ -358,7 +358,7 @@ func TestChecksumLengths(t *testing.T) {
 			for k := 0; k < n; k++ {
 				b[hdr+k] = byte(k*7 + n)
 			}
-			l := r.fill(&ep, b, n)
+			l := r.fill(&ep, b, n, false)
 			checkFrameChecksums(t, b[:l])
 			// And against the checksum package's reference view.
 			u := b[hdr-8 : hdr+n]
