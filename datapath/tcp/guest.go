@@ -399,6 +399,7 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 	// past it waits for a later pass.
 	n, total := 0, 0
 	next := c.seqFromTap
+	runEnd := next // end of the furthest data in the run
 	gap, fin := false, false
 	if c.events&tapFinRcvd == 0 {
 		for pass := 0; pass < len(pkts); pass++ {
@@ -415,6 +416,9 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 				}
 				seq := t.Seq()
 				end := seq + uint32(len(pl))
+				if seqGT(end, runEnd) {
+					runEnd = end
+				}
 				if seqLE(end, next) {
 					// Already written: a retransmission, the guest
 					// missed our ACK. Send it again.
@@ -478,6 +482,9 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 			fin = false
 		}
 	}
+	if gap || (n > 0 && c.seqFromTap != next) {
+		h.markLost(i, runEnd)
+	}
 	if fin {
 		if e := shutdownWrite(int(c.fd)); e != 0 {
 			h.reset(i)
@@ -504,10 +511,69 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 	if c.flags&fHostData != 0 {
 		sent = h.sendData(i)
 	}
+	acked := false
 	if due && sent == 0 && c.flags&fClosed == 0 {
 		h.ctrl(i, flagACK)
+		acked = true
+	}
+	if c.flags&fLost != 0 && c.flags&(fClosed|fWantOut) == 0 {
+		h.dupAcks(i, acked)
 	}
 	h.maybeClose(i)
+}
+
+// markLost records that guest data of connection i up to end was dropped
+// unwritten (a short write, or segments past a gap), so that duplicate
+// ACKs keep asking for it until the guest has sent it again (dupAcks).
+func (h *Handler) markLost(i flow.Index, end uint32) {
+	c := &h.conns[i]
+	if !seqGT(end, c.seqFromTap) {
+		return
+	}
+	if c.flags&fLost == 0 {
+		c.flags |= fLost
+		c.dropEnd = end
+		c.dupAckSeq = c.seqFromTap - 1 // no burst yet at this ACK number
+	} else if seqGT(end, c.dropEnd) {
+		c.dropEnd = end
+	}
+}
+
+// dupAcks sends connection i's ACK followed by three duplicates, once per
+// ACK number, while guest data we dropped is still missing (fLost). We
+// keep no out-of-order data and offer no SACK, so the guest runs NewReno
+// (RFC 6582): after a drop, every segment it sent past the hole is lost
+// too. Its fast recovery repairs the segments sent before it entered
+// recovery, one per partial ACK; the ACK that reaches its recovery point
+// ends recovery, and the segments it sent during recovery (which we also
+// dropped) would then wait for its retransmission timeout (200 ms or
+// more, then doubled), since nothing else makes it send duplicate-ACK
+// triggers. Three duplicates of every ACK short of the dropped data start
+// a new fast retransmit at once instead; during recovery they only add to
+// its duplicate count. Not while EPOLLOUT is pending: the socket has no
+// room for the retransmission yet, and writable sends the burst.
+//
+// i: the connection; acked: the ACK itself was just sent (then only the
+// three duplicates follow; otherwise the first of four pure ACKs tells
+// the guest about our data frames' sequence, and the next three are the
+// duplicates, RFC 5681 §2's definition).
+func (h *Handler) dupAcks(i flow.Index, acked bool) {
+	c := &h.conns[i]
+	if !seqGT(c.dropEnd, c.seqFromTap) {
+		c.flags &^= fLost
+		return
+	}
+	if c.dupAckSeq == c.seqFromTap {
+		return
+	}
+	c.dupAckSeq = c.seqFromTap
+	if !acked {
+		h.ctrl(i, flagACK)
+	}
+	for k := 0; k < 3; k++ {
+		h.ctrl(i, flagACK)
+	}
+	h.Stats.DupAcks += 3
 }
 
 // ackFromGuest processes the highest ACK of a run: acknowledged host data

@@ -75,13 +75,9 @@ func (h *Handler) writable(i flow.Index) {
 	c.flags &^= fWantOut
 	h.setEpoll(i, evData)
 	changed := h.updateWindow(i)
-	if c.flags&fDropped != 0 {
-		c.flags &^= fDropped
-		h.ctrl(i, flagACK)
-		for k := 0; k < 3; k++ {
-			h.ctrl(i, flagACK)
-		}
-		h.Stats.DupAcks += 3
+	c.flags &^= fDropped
+	if c.flags&fLost != 0 && c.dupAckSeq != c.seqFromTap && seqGT(c.dropEnd, c.seqFromTap) {
+		h.dupAcks(i, false)
 	} else if changed {
 		h.ctrl(i, flagACK)
 	}

@@ -46,6 +46,7 @@ const (
 	fWS                            // window scaling negotiated with the guest
 	fRewound                       // a fast retransmission was done for the current guest ACK
 	fPersist                       // the timer is a zero-window probe, not a retransmission
+	fLost                          // guest data up to dropEnd was dropped (short write or past a gap): dupAcks due
 )
 
 // conn is the per-connection state, indexed by flow.Index. It holds no
@@ -64,6 +65,8 @@ type conn struct {
 	seqFromTap     uint32 // next byte expected from the guest
 	seqAckToTap    uint32 // last ACK sent to the guest
 	seqInitFromTap uint32 // guest ISN (+1 if the guest answered our SYN)
+	dropEnd        uint32 // with fLost: end of the furthest guest data we dropped
+	dupAckSeq      uint32 // with fLost: seqFromTap of the last duplicate ACK burst
 
 	wndFromTap uint32 // guest window in bytes (scaled)
 	wndRaw     uint16 // raw window field of the guest's latest ACK

@@ -39,6 +39,13 @@ var (
 
 var worldSeq atomic.Int32
 
+// ringHook, if set, wraps the world's tap.Out (bidir_test.go's trace);
+// guestTrace, if set, records every guest frame.
+var (
+	ringHook   func(w *world) tap.Out
+	guestTrace *ring
+)
+
 // world is one namespace with a tap device served by a Handler.
 type world struct {
 	t    *testing.T
@@ -155,6 +162,9 @@ func newWorld(t *testing.T, mtu int, setup func(h *Handler)) *world {
 	if os.Getenv("TCP_TRACE") != "" {
 		out = &traceOut{Device: w.dev}
 	}
+	if ringHook != nil {
+		out = ringHook(w)
+	}
 	w.h, err = New(&w.cfg, &w.g, out, w.l, w.ft)
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +217,11 @@ func (w *world) tapReady(r loop.Ref, ev uint32) {
 			if os.Getenv("TCP_TRACE") != "" {
 				for i := range w.pkts {
 					fmt.Fprintf(os.Stderr, "%s guest> %s\n", time.Now().Format("05.000000"), describe(w.pkts[i].Frame))
+				}
+			}
+			if guestTrace != nil {
+				for i := range w.pkts {
+					guestTrace.add("guest> " + describe(w.pkts[i].Frame))
 				}
 			}
 			w.h.FromGuest(w.pkts)
