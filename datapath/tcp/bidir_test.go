@@ -1,4 +1,4 @@
-
+// Experiment: both directions at once over one connection (as pasta's
 // integrity test does), with an in-memory trace of every frame, dumped
 // when the guest's kernel hits a retransmission timeout.
 
