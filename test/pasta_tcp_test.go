@@ -434,9 +434,9 @@ func nsCounters(t *testing.T, p *nstest.Pasta) nstest.Nstat {
 // on each path (see tcpPaths), as root: both ends send the stream of their
 // own seed and half-close, both read to EOF, and the SHA-256 (and every
 // byte) each receiver got must be what its sender wrote. The guest's
-// kernel must not have needed a single retransmission timeout
-// (TcpExtTCPTimeouts in pasta's namespace stays put: pasta loses or
-// withholds no segment); its TcpRetransSegs are logged.
+// kernel may have needed at most maxSchedTimeouts retransmission timeouts
+// (TcpExtTCPTimeouts in pasta's namespace; see there why not zero); its
+// TcpRetransSegs and timeouts are logged.
 func TestPastaTCPIntegrity(t *testing.T) {
 	forEachTCPPeer(t, func(t *testing.T, peer nstest.Peer) {
 		tcpIntegrity(t, newTCPWorld(t, peer, modeAttachRoot), 256<<20)
@@ -450,6 +450,26 @@ func TestPastaTCPIntegrityUnprivileged(t *testing.T) {
 		tcpIntegrity(t, newTCPWorld(t, peer, modeAttachUser), 32<<20)
 	})
 }
+
+// maxSchedTimeouts bounds the guest's retransmission timeouts per
+// transfer that the integrity test accepts. Not zero, because on a loaded
+// machine (2 shared vCPUs, 4-5 % steal time, other engineers' tests) pasta
+// is sometimes not scheduled for longer than the guest's 200 ms minimum
+// RTO. Evidence, from datapath/tcp's TestBidirTrace (the same transfer
+// in-process with a trace of every frame), after the fix for the one real
+// defect found (no duplicate ACKs after the guest's NewReno recovery of
+// data we had dropped, commit cc200a0): of 195 transfers at MTU 65520, the
+// two with a timeout showed (1) a guest batch read and its ACK queued 230
+// ms later within one handler call (one sendmsg), nothing else in between;
+// (2) 421 ms without a tap read, after which the guest's original segment
+// and its RTO retransmission came in the same batch: no segment was lost
+// or left unacknowledged by the translation. In 288 pasta transfers
+// (TestPastaTCPIntegrityUnprivileged looped while another copy loaded the
+// CPUs) the two timeouts left were single ones with 3 and 5
+// retransmissions, no fast retransmit, the signature of such a stall;
+// before the fix, timeouts came with Reno recovery and up to 7 in a row.
+// More than this bound still fails: that is a real loss.
+const maxSchedTimeouts = 2
 
 // tcpIntegrity runs the transfer of TestPastaTCPIntegrity, size bytes each
 // way, over each of tcpPaths in w, each in a subtest.
@@ -500,9 +520,12 @@ func tcpIntegrity(t *testing.T, w *tcpWorld, size int64) {
 			t.Logf("%d MiB each way at once: guest to host %v (%.2f Gbit/s), host to guest %v (%.2f Gbit/s); namespace: TcpRetransSegs +%d, TcpExtTCPTimeouts +%d; tap drops: %d to pasta, %d from it",
 				size>>20, upTime.Round(time.Millisecond), gbits(upGot.n, upTime),
 				downTime.Round(time.Millisecond), gbits(downGot.n, downTime), retrans, timeouts, drops[1], drops[0])
-			if timeouts != 0 {
+			if timeouts > maxSchedTimeouts {
 				t.Errorf("the guest's kernel hit %d retransmission timeouts during the transfer (TcpRetransSegs +%d, tap drops: %d frames to pasta, %d from it; softnet backlog drops +%d): segments lost or left unacknowledged in pasta; namespace counters that moved: %s",
 					timeouts, retrans, drops[1], drops[0], softnetDrops(t)-softBefore, nstatDelta(before, after))
+			} else if timeouts > 0 {
+				t.Logf("accepted %d retransmission timeouts (at most %d: scheduling stalls, see maxSchedTimeouts); namespace counters that moved: %s",
+					timeouts, maxSchedTimeouts, nstatDelta(before, after))
 			}
 		})
 	}
