@@ -34,7 +34,10 @@
 //     if a write was short anyway, the unwritten bytes are dropped
 //     unacknowledged and, once there is room, the guest gets a window
 //     update and three duplicate ACKs, so that it retransmits at once
-//     instead of waiting for its retransmission timeout.
+//     instead of waiting for its retransmission timeout; and so does
+//     every later ACK still short of the data we dropped (segments past
+//     the hole are dropped too, and the guest's NewReno recovery ends
+//     before it has resent those).
 //   - Tap offloads (datapath/tap: IFF_VNET_HDR, TUNSETOFFLOAD with
 //     checksum and TCP segmentation offload): the guest's kernel hands us
 //     TCP super-frames of up to 64 KiB with partial checksums whatever
