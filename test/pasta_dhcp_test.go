@@ -44,8 +44,12 @@ func hookScript(t *testing.T, dir, event, body string) (script, log string) {
 	t.Helper()
 	log = filepath.Join(dir, "env")
 	script = filepath.Join(dir, "hook.sh")
+	// The environment file appears under its final name only once the
+	// lease is applied, so that a test that sees it can check the
+	// interface at once.
+	tmp := "\"" + log + ".tmp.$" + event + "\""
 	text := "#!/bin/sh\n# DHCP client hook written by gopasst's tests: keep the environment, apply the lease.\n" +
-		"env > \"" + log + ".$" + event + "\"\n" + body + "\nexit 0\n"
+		"env > " + tmp + "\n" + body + "\nmv -f " + tmp + " \"" + log + ".$" + event + "\"\nexit 0\n"
 	if err := os.WriteFile(script, []byte(text), 0o755); err != nil {
 		t.Fatal(err)
 	}
