@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"gopasst/datapath/loop"
 	"gopasst/datapath/packet"
 	"gopasst/datapath/tap/taptest"
+	"gopasst/test/nstest"
 )
 
 func init() {
@@ -35,42 +35,7 @@ func init() {
 // the thread when the test ends. Skips without CAP_SYS_ADMIN.
 func enterNetns(t *testing.T, pingRange string) {
 	t.Helper()
-	runtime.LockOSThread()
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		t.Skipf("cannot create a network namespace (needs CAP_SYS_ADMIN): %v", err)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	ifr, _ := unix.NewIfreq("lo")
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		t.Fatal(err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		t.Fatal(err)
-	}
-	if pingRange != "" {
-		// Per namespace, and /proc/sys/net follows the calling thread's.
-		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte(pingRange), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := 0; i < 100; i++ { // ::1 usable
-		s, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return
-		}
-		err = unix.Bind(s, &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()})
-		unix.Close(s)
-		if err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	nstest.EnterPrivate(t, pingRange)
 }
 
 type rig struct {

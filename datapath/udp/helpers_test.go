@@ -19,6 +19,7 @@ import (
 	"gopasst/datapath/loop"
 	"gopasst/datapath/packet"
 	"gopasst/datapath/tap/taptest"
+	"gopasst/test/nstest"
 )
 
 func init() {
@@ -37,40 +38,7 @@ func init() {
 // CAP_SYS_ADMIN.
 func enterNetns(t *testing.T) {
 	t.Helper()
-	runtime.LockOSThread()
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		t.Skipf("cannot create a network namespace (needs CAP_SYS_ADMIN): %v", err)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		t.Fatal(err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		t.Fatal(err)
-	}
-	// ::1 appears when lo comes up, but wait until it can be bound.
-	for i := 0; i < 100; i++ {
-		s, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return // no IPv6 at all: IPv6 tests skip on their own
-		}
-		err = unix.Bind(s, &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()})
-		unix.Close(s)
-		if err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	nstest.EnterPrivate(t, "")
 }
 
 var (
