@@ -1,5 +1,6 @@
-// Package tap holds the guest-side back ends: the tap device of pasta mode,
-// the qemu stream socket of passt mode, and a fake for unit tests. Each moves
+// Package tap holds the guest-side back ends: the tap device of pasta mode
+// now, the qemu stream socket of passt mode later; the fake for unit tests
+// is its sub-package taptest. Each moves
 // Ethernet frames in batches; the protocols see only the Out interface for
 // frames towards the guest and receive frames from the guest as byte slices.
 package tap
