@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"gopasst/datapath/config"
+	"gopasst/isolation/allow"
 	"gopasst/isolation/nsenter"
 )
 
@@ -26,15 +26,19 @@ import (
 //   - first start what the runtime starts lazily and would need syscalls
 //     for that are not allowed later: fix GOMAXPROCS (which stops the
 //     periodic CPU-limit re-reads), start the netpoller (epoll_create1,
-//     eventfd2), install the termination signal handlers (TermFD), and
-//     keep glibc's malloc from reading /sys in threads started later.
+//     eventfd2), and keep glibc's malloc from reading /sys in threads
+//     started later.
+//
+// Signal handlers cannot be installed after it (rt_sigaction is not on the
+// lists): whoever wants signals, the event loop's termination descriptor
+// (datapath/term) above all, must ask for them before.
 //
 // Mustn't:
 //   - come before Prefork: mount, pivot_root and prctl are not allowed by
 //     the filter.
 //
 // It returns an error if any step fails; the caller exits with status 1.
-func Postfork(cfg *config.Config) error {
+func Postfork(cfg *Config) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("postfork: PR_SET_DUMPABLE: %w", err)
 	}
@@ -42,7 +46,7 @@ func Postfork(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("postfork: %w", err)
 	}
-	if auditArch == 0 {
+	if !allow.Known() {
 		return fmt.Errorf("postfork: no seccomp syscall table for %s", runtime.GOARCH)
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
@@ -51,9 +55,6 @@ func Postfork(cfg *config.Config) error {
 		w.Close()
 	} else {
 		return fmt.Errorf("postfork: starting the netpoller: %w", err)
-	}
-	if _, err := TermFD(); err != nil {
-		return fmt.Errorf("postfork: %w", err)
 	}
 	if err := nsenter.BeforeSeccomp(); err != nil {
 		return fmt.Errorf("postfork: %w", err)

@@ -3,14 +3,15 @@
 package isolation
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
-	"gopasst/datapath/config"
-	"gopasst/datapath/logging"
+	"gopasst/isolation/allow"
 	"gopasst/isolation/threadcaps"
 )
 
@@ -20,8 +21,8 @@ import (
 // needs no CAP_SYS_ADMIN, unlike the C original: its namespace worker
 // thread stays in the target namespace for good, so nothing ever calls
 // setns() after set-up.
-func runtimeCaps(mode config.Mode) CapSet {
-	if mode == config.ModePasta {
+func runtimeCaps(mode allow.Mode) CapSet {
+	if mode == allow.Pasta {
 		return caps(unix.CAP_NET_BIND_SERVICE)
 	}
 	return 0
@@ -67,12 +68,12 @@ func RegisterThread(run func(func() error) error) {
 //     mount() or prctl() would be allowed.
 //
 // It returns an error naming the step that failed.
-func Prefork(cfg *config.Config) error {
+func Prefork(cfg *Config) error {
 	if !inherited.sandbox {
 		return fmt.Errorf("prefork: not the sandboxed process (isolation.User was not called?)")
 	}
 	var devnull *os.File
-	if !Foreground(cfg) {
+	if !cfg.Foreground {
 		var err error
 		if devnull, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
 			return fmt.Errorf("prefork: %w", err)
@@ -114,8 +115,8 @@ func Prefork(cfg *config.Config) error {
 	if err := threadcaps.NarrowAll(taskDir, uint64(keep)); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
-	if logging.Debugging() {
-		logging.Debugf("prefork: capabilities kept: %s", keep)
+	if slog.Default().Enabled(context.Background(), slog.LevelDebug) {
+		slog.Debug("prefork: capabilities kept: " + keep.String())
 	}
 	if devnull != nil {
 		for fd := 0; fd <= 2; fd++ {
@@ -123,7 +124,6 @@ func Prefork(cfg *config.Config) error {
 				return fmt.Errorf("prefork: standard streams: %w", err)
 			}
 		}
-		logging.Detach()
 	}
 	if inherited.statusFD >= 0 {
 		_, err := unix.Write(inherited.statusFD, []byte{readyByte})

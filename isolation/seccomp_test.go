@@ -10,11 +10,11 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
-	"gopasst/datapath/config"
+	"gopasst/isolation/allow"
 )
 
 // vm assembles mode's filter into an interpreter.
-func vm(t *testing.T, mode config.Mode) *bpf.VM {
+func vm(t *testing.T, mode allow.Mode) *bpf.VM {
 	t.Helper()
 	prog, err := Filter(mode)
 	if err != nil {
@@ -61,47 +61,47 @@ func TestFilterVerdicts(t *testing.T) {
 	enosys := uint32(unix.SECCOMP_RET_ERRNO) | uint32(unix.ENOSYS)
 	cases := []struct {
 		name string
-		mode config.Mode
+		mode allow.Mode
 		arch uint32
 		nr   uint32
 		args []uint64
 		want uint32
 	}{
-		{"read", config.ModePasst, auditArch, unix.SYS_READ, nil, retAllow},
-		{"recvmmsg", config.ModePasta, auditArch, unix.SYS_RECVMMSG, nil, retAllow},
-		{"getppid not listed", config.ModePasst, auditArch, unix.SYS_GETPPID, nil, retKill},
-		{"execve", config.ModePasta, auditArch, unix.SYS_EXECVE, nil, retKill},
-		{"openat in passt", config.ModePasst, auditArch, unix.SYS_OPENAT, nil, retKill},
-		{"mount", config.ModePasta, auditArch, unix.SYS_MOUNT, nil, retKill},
-		{"setns not needed at run time", config.ModePasta, auditArch, unix.SYS_SETNS, nil, retKill},
-		{"ptrace", config.ModePasta, auditArch, unix.SYS_PTRACE, nil, retKill},
-		{"splice in pasta", config.ModePasta, auditArch, unix.SYS_SPLICE, nil, retAllow},
-		{"splice in passt", config.ModePasst, auditArch, unix.SYS_SPLICE, nil, retKill},
-		{"waitid in passt", config.ModePasst, auditArch, unix.SYS_WAITID, nil, retKill},
-		{"i386 arch", config.ModePasst, unix.AUDIT_ARCH_I386, unix.SYS_READ, nil, retKill},
-		{"aarch64 arch", config.ModePasta, unix.AUDIT_ARCH_AARCH64, 63, nil, retKill},
-		{"x32 read", config.ModePasst, auditArch, x32SyscallBit | unix.SYS_READ, nil, retKill},
-		{"clone thread", config.ModePasst, auditArch, unix.SYS_CLONE, []uint64{threadFlags}, retAllow},
-		{"clone thread, high bits", config.ModePasta, auditArch, unix.SYS_CLONE, []uint64{1<<40 | threadFlags}, retAllow},
-		{"clone process (fork)", config.ModePasst, auditArch, unix.SYS_CLONE, []uint64{uint64(unix.SIGCHLD)}, retKill},
-		{"clone thread in new netns", config.ModePasta, auditArch, unix.SYS_CLONE, []uint64{threadFlags | unix.CLONE_NEWNET}, retKill},
-		{"clone process in new userns", config.ModePasta, auditArch, unix.SYS_CLONE, []uint64{unix.CLONE_NEWUSER | uint64(unix.SIGCHLD)}, retKill},
-		{"clone3 falls back", config.ModePasst, auditArch, unix.SYS_CLONE3, nil, enosys},
-		{"rseq for glibc's threads", config.ModePasta, auditArch, unix.SYS_RSEQ, nil, retAllow},
-		{"ioctl SIOCOUTQ", config.ModePasst, auditArch, unix.SYS_IOCTL, []uint64{5, unix.SIOCOUTQ}, retAllow},
-		{"ioctl FIONREAD", config.ModePasta, auditArch, unix.SYS_IOCTL, []uint64{5, unix.SIOCINQ}, retAllow},
-		{"ioctl TUNSETIFF", config.ModePasta, auditArch, unix.SYS_IOCTL, []uint64{5, unix.TUNSETIFF}, retKill},
-		{"ioctl TIOCSTI", config.ModePasst, auditArch, unix.SYS_IOCTL, []uint64{0, unix.TIOCSTI}, retKill},
-		{"socket AF_INET", config.ModePasta, auditArch, unix.SYS_SOCKET, []uint64{unix.AF_INET, unix.SOCK_DGRAM}, retAllow},
-		{"socket AF_INET6", config.ModePasst, auditArch, unix.SYS_SOCKET, []uint64{unix.AF_INET6, unix.SOCK_STREAM}, retAllow},
-		{"socket AF_NETLINK", config.ModePasta, auditArch, unix.SYS_SOCKET, []uint64{unix.AF_NETLINK, unix.SOCK_RAW}, retKill},
-		{"socket AF_PACKET", config.ModePasst, auditArch, unix.SYS_SOCKET, []uint64{unix.AF_PACKET, unix.SOCK_RAW}, retKill},
-		{"mmap rw", config.ModePasst, auditArch, unix.SYS_MMAP, []uint64{0, 4096, unix.PROT_READ | unix.PROT_WRITE}, retAllow},
-		{"mmap exec", config.ModePasst, auditArch, unix.SYS_MMAP, []uint64{0, 4096, unix.PROT_READ | unix.PROT_EXEC}, retKill},
-		{"mprotect none", config.ModePasta, auditArch, unix.SYS_MPROTECT, []uint64{0, 4096, unix.PROT_NONE}, retAllow},
-		{"mprotect exec", config.ModePasta, auditArch, unix.SYS_MPROTECT, []uint64{0, 4096, unix.PROT_EXEC}, retKill},
+		{"read", allow.Passt, allow.AuditArch, unix.SYS_READ, nil, retAllow},
+		{"recvmmsg", allow.Pasta, allow.AuditArch, unix.SYS_RECVMMSG, nil, retAllow},
+		{"getppid not listed", allow.Passt, allow.AuditArch, unix.SYS_GETPPID, nil, retKill},
+		{"execve", allow.Pasta, allow.AuditArch, unix.SYS_EXECVE, nil, retKill},
+		{"openat in passt", allow.Passt, allow.AuditArch, unix.SYS_OPENAT, nil, retKill},
+		{"mount", allow.Pasta, allow.AuditArch, unix.SYS_MOUNT, nil, retKill},
+		{"setns not needed at run time", allow.Pasta, allow.AuditArch, unix.SYS_SETNS, nil, retKill},
+		{"ptrace", allow.Pasta, allow.AuditArch, unix.SYS_PTRACE, nil, retKill},
+		{"splice in pasta", allow.Pasta, allow.AuditArch, unix.SYS_SPLICE, nil, retAllow},
+		{"splice in passt", allow.Passt, allow.AuditArch, unix.SYS_SPLICE, nil, retKill},
+		{"waitid in passt", allow.Passt, allow.AuditArch, unix.SYS_WAITID, nil, retKill},
+		{"i386 arch", allow.Passt, unix.AUDIT_ARCH_I386, unix.SYS_READ, nil, retKill},
+		{"aarch64 arch", allow.Pasta, unix.AUDIT_ARCH_AARCH64, 63, nil, retKill},
+		{"x32 read", allow.Passt, allow.AuditArch, x32SyscallBit | unix.SYS_READ, nil, retKill},
+		{"clone thread", allow.Passt, allow.AuditArch, unix.SYS_CLONE, []uint64{threadFlags}, retAllow},
+		{"clone thread, high bits", allow.Pasta, allow.AuditArch, unix.SYS_CLONE, []uint64{1<<40 | threadFlags}, retAllow},
+		{"clone process (fork)", allow.Passt, allow.AuditArch, unix.SYS_CLONE, []uint64{uint64(unix.SIGCHLD)}, retKill},
+		{"clone thread in new netns", allow.Pasta, allow.AuditArch, unix.SYS_CLONE, []uint64{threadFlags | unix.CLONE_NEWNET}, retKill},
+		{"clone process in new userns", allow.Pasta, allow.AuditArch, unix.SYS_CLONE, []uint64{unix.CLONE_NEWUSER | uint64(unix.SIGCHLD)}, retKill},
+		{"clone3 falls back", allow.Passt, allow.AuditArch, unix.SYS_CLONE3, nil, enosys},
+		{"rseq for glibc's threads", allow.Pasta, allow.AuditArch, unix.SYS_RSEQ, nil, retAllow},
+		{"ioctl SIOCOUTQ", allow.Passt, allow.AuditArch, unix.SYS_IOCTL, []uint64{5, unix.SIOCOUTQ}, retAllow},
+		{"ioctl FIONREAD", allow.Pasta, allow.AuditArch, unix.SYS_IOCTL, []uint64{5, unix.SIOCINQ}, retAllow},
+		{"ioctl TUNSETIFF", allow.Pasta, allow.AuditArch, unix.SYS_IOCTL, []uint64{5, unix.TUNSETIFF}, retKill},
+		{"ioctl TIOCSTI", allow.Passt, allow.AuditArch, unix.SYS_IOCTL, []uint64{0, unix.TIOCSTI}, retKill},
+		{"socket AF_INET", allow.Pasta, allow.AuditArch, unix.SYS_SOCKET, []uint64{unix.AF_INET, unix.SOCK_DGRAM}, retAllow},
+		{"socket AF_INET6", allow.Passt, allow.AuditArch, unix.SYS_SOCKET, []uint64{unix.AF_INET6, unix.SOCK_STREAM}, retAllow},
+		{"socket AF_NETLINK", allow.Pasta, allow.AuditArch, unix.SYS_SOCKET, []uint64{unix.AF_NETLINK, unix.SOCK_RAW}, retKill},
+		{"socket AF_PACKET", allow.Passt, allow.AuditArch, unix.SYS_SOCKET, []uint64{unix.AF_PACKET, unix.SOCK_RAW}, retKill},
+		{"mmap rw", allow.Passt, allow.AuditArch, unix.SYS_MMAP, []uint64{0, 4096, unix.PROT_READ | unix.PROT_WRITE}, retAllow},
+		{"mmap exec", allow.Passt, allow.AuditArch, unix.SYS_MMAP, []uint64{0, 4096, unix.PROT_READ | unix.PROT_EXEC}, retKill},
+		{"mprotect none", allow.Pasta, allow.AuditArch, unix.SYS_MPROTECT, []uint64{0, 4096, unix.PROT_NONE}, retAllow},
+		{"mprotect exec", allow.Pasta, allow.AuditArch, unix.SYS_MPROTECT, []uint64{0, 4096, unix.PROT_EXEC}, retKill},
 	}
-	vms := map[config.Mode]*bpf.VM{config.ModePasst: vm(t, config.ModePasst), config.ModePasta: vm(t, config.ModePasta)}
+	vms := map[allow.Mode]*bpf.VM{allow.Passt: vm(t, allow.Passt), allow.Pasta: vm(t, allow.Pasta)}
 	for _, c := range cases {
 		if got := run(t, vms[c.mode], c.arch, c.nr, c.args...); got != c.want {
 			t.Errorf("%s (%s, nr %d): verdict %#x, want %#x", c.name, c.mode, c.nr, got, c.want)
@@ -112,14 +112,14 @@ func TestFilterVerdicts(t *testing.T) {
 // Every syscall number, in and out of the lists, gets the verdict the list
 // says: the search tree loses none and lets none through.
 func TestFilterExhaustive(t *testing.T) {
-	for _, mode := range []config.Mode{config.ModePasst, config.ModePasta} {
+	for _, mode := range []allow.Mode{allow.Passt, allow.Pasta} {
 		v := vm(t, mode)
-		want := map[uint32]Verdict{}
-		for _, vd := range Verdicts(mode) {
+		want := map[uint32]allow.Verdict{}
+		for _, vd := range allow.Verdicts(mode) {
 			want[vd.Nr] = vd
 		}
 		for nr := uint32(0); nr < 1024; nr++ {
-			got := run(t, v, auditArch, nr)
+			got := run(t, v, allow.AuditArch, nr)
 			vd, listed := want[nr]
 			switch {
 			case !listed:
@@ -154,8 +154,8 @@ func TestFilterExhaustive(t *testing.T) {
 // The runtime's share is in both lists, and the lists stay within reach of
 // the C original's (34 and 43 on x86_64) plus the runtime's.
 func TestAllowListCounts(t *testing.T) {
-	for _, mode := range []config.Mode{config.ModePasst, config.ModePasta} {
-		allowed, rt, ours := Counts(mode)
+	for _, mode := range []allow.Mode{allow.Passt, allow.Pasta} {
+		allowed, rt, ours := allow.Counts(mode)
 		var b strings.Builder
 		PrintSeccomp(&b, mode)
 		t.Logf("\n%s", b.String())
@@ -177,11 +177,9 @@ func TestAllowListCounts(t *testing.T) {
 // otherwise, so reaching here means the init functions ran clean), and
 // every registration says why.
 func TestRegistrationsExplained(t *testing.T) {
-	for name, e := range registry {
-		for _, r := range e.rules {
-			if strings.TrimSpace(r.why) == "" {
-				t.Errorf("%s registered at %s without a reason", name, r.where)
-			}
+	for _, r := range allow.Registrations() {
+		if strings.TrimSpace(r.Why) == "" {
+			t.Errorf("%s registered at %s without a reason", r.Name, r.Where)
 		}
 	}
 }

@@ -6,6 +6,7 @@ package isolation
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,8 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"gopasst/datapath/config"
-	"gopasst/datapath/logging"
+	"gopasst/isolation/allow"
 	"gopasst/isolation/nsenter"
 )
 
@@ -61,43 +61,6 @@ func Carry(name string, open func() (*os.File, error)) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
-// Spawning reports whether cfg asks pasta to create its namespace and run a
-// command in it (rather than attach to an existing one).
-func Spawning(cfg *config.Config) bool {
-	return cfg.Spawning()
-}
-
-// Foreground reports whether gopasst stays in the foreground: -f, or pasta
-// running a command.
-func Foreground(cfg *config.Config) bool {
-	return cfg.Foreground || Spawning(cfg)
-}
-
-// TargetNS returns the namespace files pasta attaches to: the network
-// namespace, and the user namespace to join first ("" for none), from
-// pasta PID, --netns and --userns as the C original reads them.
-func TargetNS(cfg *config.Config) (netns, userns string) {
-	if cfg.Mode != config.ModePasta {
-		return "", ""
-	}
-	if cfg.TargetPID != 0 {
-		netns = fmt.Sprintf("/proc/%d/ns/net", cfg.TargetPID)
-		if !cfg.NetNSOnly && cfg.UserNS == "" {
-			userns = fmt.Sprintf("/proc/%d/ns/user", cfg.TargetPID)
-		}
-	}
-	if cfg.NetNS != "" {
-		netns = cfg.NetNS
-		if !strings.Contains(netns, "/") {
-			netns = "/run/netns/" + netns
-		}
-	}
-	if cfg.UserNS != "" && !cfg.NetNSOnly {
-		userns = cfg.UserNS
-	}
-	return netns, userns
-}
-
 // inInitUserNS reports whether we are in the initial user namespace, as the
 // C original tells: its uid_map maps every ID to itself.
 func inInitUserNS() bool {
@@ -111,7 +74,7 @@ func inInitUserNS() bool {
 // FinalIDs returns the user and group gopasst runs as: --runas, else the
 // invoking user, else, for root in the initial user namespace, nobody (as
 // the C original: root has no business parsing guest traffic).
-func FinalIDs(cfg *config.Config) (uid, gid int, err error) {
+func FinalIDs(cfg *Config) (uid, gid int, err error) {
 	if cfg.RunAsUID >= 0 {
 		uid, gid = cfg.RunAsUID, cfg.RunAsGID
 		if gid < 0 {
@@ -134,7 +97,7 @@ func FinalIDs(cfg *config.Config) (uid, gid int, err error) {
 	}
 	uid, _ = strconv.Atoi(u.Uid)
 	gid, _ = strconv.Atoi(u.Gid)
-	logging.Infof("Started as root, will change to nobody")
+	slog.Info("Started as root, will change to nobody")
 	return uid, gid, nil
 }
 
@@ -146,9 +109,9 @@ func FinalIDs(cfg *config.Config) (uid, gid int, err error) {
 // (pasta) to enter the command's namespace through its pidfd: the command
 // holds every capability in our user namespace, more than we keep, and
 // the kernel's ptrace access check asks for SYS_PTRACE then.
-func sandboxCaps(mode config.Mode) CapSet {
+func sandboxCaps(mode allow.Mode) CapSet {
 	s := caps(unix.CAP_SYS_ADMIN, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE)
-	if mode == config.ModePasta {
+	if mode == allow.Pasta {
 		s |= caps(unix.CAP_NET_ADMIN, unix.CAP_SYS_PTRACE)
 	}
 	return s
@@ -164,16 +127,15 @@ type plan struct {
 
 // makePlan decides the plan for cfg from where we stand (see doc.go,
 // "Processes", for the cases).
-func makePlan(cfg *config.Config, uid, gid int) plan {
-	p := plan{uid: uid, gid: gid, foreground: Foreground(cfg)}
+func makePlan(cfg *Config, uid, gid int) plan {
+	p := plan{uid: uid, gid: gid, foreground: cfg.Foreground}
 	p.cloneflags = unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS
-	if !(cfg.Mode == config.ModePasta && p.foreground) {
+	if !(cfg.Mode == allow.Pasta && p.foreground) {
 		p.cloneflags |= unix.CLONE_NEWPID
 	}
 	rootInit := os.Geteuid() == 0 && inInitUserNS()
-	netns, _ := TargetNS(cfg)
 	switch {
-	case netns != "":
+	case cfg.NetNS != "":
 		// Attaching: the target network namespace belongs to a user
 		// namespace we must have capabilities in, so stay in ours if we
 		// can create the stage 3 namespaces here.
@@ -218,7 +180,7 @@ func makePlan(cfg *config.Config, uid, gid int) plan {
 // It returns cont true in the sandboxed process, which goes on with set-up.
 // In the invoked process it returns cont false and the status main exits
 // with, or an error (exit 1) if the sandboxed process could not start.
-func User(cfg *config.Config) (cont bool, status int, err error) {
+func User(cfg *Config) (cont bool, status int, err error) {
 	if inherited.sandbox {
 		if _, err := nsenter.CapsNarrowed(); err != nil {
 			return false, 1, err
@@ -229,9 +191,9 @@ func User(cfg *config.Config) (cont bool, status int, err error) {
 	if err != nil {
 		return false, 1, err
 	}
-	if _, userns := TargetNS(cfg); userns != "" && !joined {
+	if userns := cfg.UserNS; userns != "" && !joined {
 		if os.Geteuid() == 0 && inInitUserNS() {
-			logging.Infof("Root in the initial user namespace: not joining %s", userns)
+			slog.Info(fmt.Sprintf("Root in the initial user namespace: not joining %s", userns))
 		} else if same, err := sameNS(userns, "/proc/self/ns/user"); err != nil {
 			return false, 1, fmt.Errorf("user namespace %s: %w", userns, err)
 		} else if !same {
@@ -274,7 +236,7 @@ func execJoin(path string) error {
 
 // supervise starts the sandboxed process as p says and watches it (see
 // User for what it returns).
-func supervise(cfg *config.Config, p plan) (bool, int, error) {
+func supervise(cfg *Config, p plan) (bool, int, error) {
 	var pidFile *os.File
 	if cfg.PidFile != "" {
 		f, err := os.OpenFile(cfg.PidFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -390,8 +352,8 @@ func supervise(cfg *config.Config, p plan) (bool, int, error) {
 			cmd.Process.Signal(s)
 		}
 	}()
-	logging.Debugf("sandboxed process %d: uid %d gid %d, new user namespace %v, clone flags %#x",
-		cmd.Process.Pid, p.uid, p.gid, p.newUserNS, p.cloneflags)
+	slog.Debug(fmt.Sprintf("sandboxed process %d: uid %d gid %d, new user namespace %v, clone flags %#x",
+		cmd.Process.Pid, p.uid, p.gid, p.newUserNS, p.cloneflags))
 
 	ready := make([]byte, 1)
 	n, _ := statusR.Read(ready)
@@ -417,11 +379,11 @@ func dropSupervisor(p plan) {
 		return
 	}
 	if err := syscall.Setgid(p.gid); err != nil {
-		logging.Debugf("supervisor setgid: %v", err)
+		slog.Debug(fmt.Sprintf("supervisor setgid: %v", err))
 		return
 	}
 	if err := syscall.Setuid(p.uid); err != nil {
-		logging.Debugf("supervisor setuid: %v", err)
+		slog.Debug(fmt.Sprintf("supervisor setuid: %v", err))
 	}
 }
 
@@ -439,7 +401,7 @@ func waitStatus(cmd *exec.Cmd) int {
 		}
 		return ee.ExitCode()
 	}
-	logging.Errorf("waiting for sandboxed process: %v", err)
+	slog.Error(fmt.Sprintf("waiting for sandboxed process: %v", err))
 	return 1
 }
 

@@ -5,24 +5,21 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
-
-	"gopasst/checksum"
 	"gopasst/datapath/config"
 	"gopasst/datapath/engine"
 	"gopasst/datapath/hostinfo"
 	"gopasst/datapath/icmp"
 	"gopasst/datapath/logging"
-	"gopasst/datapath/loop"
 	"gopasst/datapath/netconf"
 	"gopasst/datapath/netns"
 	"gopasst/datapath/pcap"
 	"gopasst/datapath/tap"
 	"gopasst/isolation"
+	"gopasst/isolation/allow"
 )
 
 // run is everything after the optimised re-exec: the isolation stages
-// around set-up, then the event loop. It returns the exit status.
+// around set-up, then the engine. It returns the exit status.
 //
 // It runs twice: in the invoked process, which stops at isolation.User and
 // from then on only supervises (relays signals, writes the PID file, exits
@@ -30,12 +27,13 @@ import (
 // starts in its namespaces, which parses the same arguments to the same
 // configuration and carries on with set-up.
 func run(mode config.Mode, args []string) int {
+	logging.Install()
 	if err := isolation.Initial(args); err != nil {
 		return fail(mode, err)
 	}
 	for _, a := range args {
 		if a == "--print-seccomp" {
-			isolation.PrintSeccomp(os.Stdout, mode)
+			isolation.PrintSeccomp(os.Stdout, allowMode(mode))
 			return 0
 		}
 	}
@@ -55,7 +53,7 @@ func run(mode config.Mode, args []string) int {
 	// What only the invoked process can open (it may have privileges the
 	// sandboxed process will not): the target namespace, raw ICMP sockets,
 	// the capture and log files.
-	if err := netns.Prepare(cfg); err != nil {
+	if err := netns.Prepare(cfg, isolation.Carry); err != nil {
 		return fail(mode, err)
 	}
 	icmp4, err := isolation.Carry("icmp4", func() (*os.File, error) { return icmp.OpenRaw(cfg, false) })
@@ -85,7 +83,8 @@ func run(mode config.Mode, args []string) int {
 		return fail(mode, fmt.Errorf("--pcap %s: %w", cfg.PcapFile, err))
 	}
 
-	cont, status, err := isolation.User(cfg)
+	icfg := isolationConfig(cfg)
+	cont, status, err := isolation.User(&icfg)
 	if err != nil {
 		return fail(mode, err)
 	}
@@ -96,30 +95,58 @@ func run(mode config.Mode, args []string) int {
 	// The sandboxed process: set-up.
 	if logFile != nil {
 		logging.SetFile(logFile, cfg.LogSize, true)
+	} else if !cfg.IsForeground() {
+		logging.OpenSyslog()
 	}
-	logging.Debugf("%s %s, %s, %s", mode, version, buildName(), checksum.Describe())
+	logging.Debugf("%s %s, %s", mode, version, buildName())
 	e, ns, err := setup(cfg, icmp4, icmp6, pcapFile)
 	if err != nil {
 		return fail(mode, err)
 	}
-	termFD, err := isolation.TermFD()
-	if err != nil {
+	if err := isolation.Prefork(&icfg); err != nil {
 		return fail(mode, err)
 	}
-	if err := isolation.Prefork(cfg); err != nil {
-		return fail(mode, err)
+	if !cfg.IsForeground() {
+		logging.Detach()
 	}
-	if err := isolation.Postfork(cfg); err != nil {
+	if err := isolation.Postfork(&icfg); err != nil {
 		return fail(mode, err)
 	}
 	if err := ns.Release(); err != nil {
 		return fail(mode, err)
 	}
-	return serve(cfg, e, ns, termFD)
+	status, err = e.Run()
+	if err != nil {
+		return fail(mode, err)
+	}
+	return status
 }
 
-// setup opens everything the event loop will use: pasta's namespace and its
-// tap device, configured, and the datapath with its listeners.
+// allowMode returns the allow-lists of mode.
+func allowMode(mode config.Mode) allow.Mode {
+	if mode == config.ModePasta {
+		return allow.Pasta
+	}
+	return allow.Passt
+}
+
+// isolationConfig returns what the isolation stages need of cfg.
+func isolationConfig(cfg *config.Config) isolation.Config {
+	netns, userns := cfg.TargetNS()
+	return isolation.Config{
+		Mode:       allowMode(cfg.Mode),
+		Foreground: cfg.IsForeground(),
+		RunAsUID:   cfg.RunAsUID,
+		RunAsGID:   cfg.RunAsGID,
+		PidFile:    cfg.PidFile,
+		FD:         cfg.FD,
+		NetNS:      netns,
+		UserNS:     userns,
+	}
+}
+
+// setup opens everything the engine will use: pasta's namespace and its
+// tap device, configured, and the engine with its listeners.
 func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine, *netns.NS, error) {
 	host, err := netconf.ReadHost(cfg)
 	if err != nil {
@@ -129,6 +156,7 @@ func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine,
 	if err != nil {
 		return nil, nil, err
 	}
+	isolation.RegisterThread(ns.Do)
 	var tapFD int
 	var res *netconf.Result
 	err = ns.Do(func() error {
@@ -154,15 +182,16 @@ func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine,
 	if err != nil {
 		return nil, nil, err
 	}
-	o := engine.Options{TapFD: tapFD, ICMP: pre}
+	var capture tap.Pcap
 	if pcapFile != nil {
 		w, err := pcap.FromFile(pcapFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--pcap: %w", err)
 		}
-		o.Pcap = w
+		capture = w
 	}
-	e, err := engine.New(cfg, o)
+	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, Announce: cfg.ConfigNet}
+	e, err := engine.New(cfg, tap.NewDevice(tapFD, engine.QueueLen, capture), o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,39 +199,6 @@ func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine,
 		e.Guest.SeenV6LL = res.LinkLocal
 	}
 	return e, ns, nil
-}
-
-// serve runs the event loop until a termination signal, the end of the
-// spawned command or of the attached namespace, and returns the exit
-// status.
-func serve(cfg *config.Config, e *engine.Engine, ns *netns.NS, termFD int) int {
-	status := 0
-	e.Loop.Handle(loop.KindSignal, func(loop.Ref, uint32) {
-		logging.Debugf("signal %v: exiting", isolation.TermSignal())
-		e.Stop()
-	})
-	if err := e.Loop.Add(termFD, unix.EPOLLIN, loop.MakeRef(loop.KindSignal, termFD, 0)); err != nil {
-		return fail(cfg.Mode, err)
-	}
-	if fd := ns.FD(); fd >= 0 && !(cfg.NoNetNSQuit && !ns.Spawned()) {
-		e.Loop.Handle(loop.KindChild, func(loop.Ref, uint32) {
-			if done, st := ns.Check(); done {
-				status = st
-				e.Stop()
-			}
-		})
-		if err := e.Loop.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindChild, fd, 0)); err != nil {
-			return fail(cfg.Mode, err)
-		}
-	}
-	if cfg.ConfigNet {
-		// The tap is up and addressed: "tap ready".
-		e.Announce()
-	}
-	if err := e.Run(); err != nil {
-		return fail(cfg.Mode, err)
-	}
-	return status
 }
 
 // setLogLevel applies -q, -d and --trace, as the C original: quiet shows

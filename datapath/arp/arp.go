@@ -37,6 +37,7 @@ import (
 	"gopasst/datapath/config"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/packet"
 	"gopasst/datapath/tap"
 )
 
@@ -57,20 +58,20 @@ func Enabled(cfg *config.Config) bool { return cfg.V4.Enabled }
 //
 // cfg: configuration (V4.Addr, OurMAC); g: learned guest state (unused:
 // replies go to the request's Ethernet source); out: where the reply is
-// queued; frame: the whole Ethernet frame, EtherType ARP.
+// queued; p: the frame as packet.Parse made it, EtherType ARP.
 // Returns nil when the frame was handled, whether or not it needed a reply
 // (non-requests, announcements and requests for the guest's own address
 // are silently consumed), ErrDisabled with IPv4 off, or an error for a
 // malformed frame.
-func Handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+func Handle(cfg *config.Config, g *guest.State, out tap.Out, p *packet.Packet) error {
 	if !Enabled(cfg) {
 		return ErrDisabled
 	}
-	eth, err := header.ParseEthernet(frame)
-	if err != nil {
-		return fmt.Errorf("arp: %w", err)
+	if p.EtherType != header.EtherTypeARP {
+		return fmt.Errorf("arp: EtherType %#04x", p.EtherType)
 	}
-	a, err := header.ParseARP(eth.Payload())
+	eth := p.Eth()
+	a, err := header.ParseARP(p.L3Bytes())
 	if err != nil {
 		return fmt.Errorf("arp: %w", err)
 	}

@@ -9,9 +9,11 @@ import (
 	"net/netip"
 	"testing"
 
+	"gopasst/datapath/config"
 	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap"
 	"gopasst/datapath/tap/taptest"
 )
 
@@ -33,7 +35,7 @@ func TestReply(t *testing.T) {
 		{"0.0.0.0", "192.0.2.99"}, // RFC 5227 probe for another address
 	} {
 		out := taptest.New(1)
-		if err := Handle(cfg, &guest.State{}, out, request(c.sip, c.tip)); err != nil {
+		if err := handle(cfg, &guest.State{}, out, request(c.sip, c.tip)); err != nil {
 			t.Fatal(err)
 		}
 		if len(out.Frames()) != 1 {
@@ -66,7 +68,7 @@ func TestNoReply(t *testing.T) {
 		"reply from guest": reply,
 	} {
 		out := taptest.NewCounter(1)
-		if err := Handle(cfg, &guest.State{}, out, f); err != nil || out.Count() != 0 {
+		if err := handle(cfg, &guest.State{}, out, f); err != nil || out.Count() != 0 {
 			t.Errorf("%s: err %v, %d frames", name, err, out.Count())
 		}
 	}
@@ -76,7 +78,7 @@ func TestDisabled(t *testing.T) {
 	cfg := configtest.DualStack()
 	cfg.V4.Enabled = false
 	out := taptest.NewCounter(1)
-	if err := Handle(cfg, &guest.State{}, out, request("192.0.2.10", "192.0.2.1")); !errors.Is(err, ErrDisabled) || out.Count() != 0 {
+	if err := handle(cfg, &guest.State{}, out, request("192.0.2.10", "192.0.2.1")); !errors.Is(err, ErrDisabled) || out.Count() != 0 {
 		t.Fatalf("IPv4 off: %v, %d frames", err, out.Count())
 	}
 }
@@ -92,7 +94,7 @@ func TestMalformed(t *testing.T) {
 		"ptype":          ipv6arp,
 	} {
 		out := taptest.NewCounter(1)
-		if err := Handle(cfg, &guest.State{}, out, f); err == nil || out.Count() != 0 {
+		if err := handle(cfg, &guest.State{}, out, f); err == nil || out.Count() != 0 {
 			t.Errorf("%s: err %v, %d frames", name, err, out.Count())
 		}
 	}
@@ -123,7 +125,7 @@ func TestNoAllocs(t *testing.T) {
 	cfg, g, out := configtest.DualStack(), &guest.State{}, taptest.NewCounter(1)
 	f := request("192.0.2.10", "192.0.2.1")
 	if a := testing.AllocsPerRun(100, func() {
-		if err := Handle(cfg, g, out, f); err != nil {
+		if err := handle(cfg, g, out, f); err != nil {
 			t.Fatal(err)
 		}
 		_ = Announce(cfg, out)
@@ -139,9 +141,18 @@ func FuzzHandle(f *testing.F) {
 	cfg := configtest.DualStack()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out := taptest.NewCounter(1)
-		_ = Handle(cfg, &guest.State{}, out, b)
+		_ = handle(cfg, &guest.State{}, out, b)
 		if out.Count() > 1 {
 			t.Fatal("more than one reply")
 		}
 	})
+}
+
+// handle parses frame as the demultiplexer does, then answers it.
+func handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+	p, err := taptest.Parsed(frame)
+	if err != nil {
+		return err
+	}
+	return Handle(cfg, g, out, p)
 }

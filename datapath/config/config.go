@@ -5,7 +5,9 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"gopasst/datapath/fwd"
@@ -183,4 +185,34 @@ type Config struct {
 // (or a shell) in, rather than joining one (PID or --netns).
 func (c *Config) Spawning() bool {
 	return c.Mode == ModePasta && c.NetNS == "" && c.TargetPID == 0
+}
+
+// IsForeground reports whether gopasst stays in the foreground: -f, or
+// pasta running a command.
+func (c *Config) IsForeground() bool { return c.Foreground || c.Spawning() }
+
+// TargetNS returns the namespace files pasta attaches to: the network
+// namespace, and the user namespace to join first ("" for none), from
+// pasta PID, --netns and --userns as the C original reads them. Both are
+// empty in passt mode and when pasta spawns its own namespace.
+func (c *Config) TargetNS() (netns, userns string) {
+	if c.Mode != ModePasta {
+		return "", ""
+	}
+	if c.TargetPID != 0 {
+		netns = fmt.Sprintf("/proc/%d/ns/net", c.TargetPID)
+		if !c.NetNSOnly && c.UserNS == "" {
+			userns = fmt.Sprintf("/proc/%d/ns/user", c.TargetPID)
+		}
+	}
+	if c.NetNS != "" {
+		netns = c.NetNS
+		if !strings.Contains(netns, "/") {
+			netns = "/run/netns/" + netns
+		}
+	}
+	if c.UserNS != "" && !c.NetNSOnly {
+		userns = c.UserNS
+	}
+	return netns, userns
 }

@@ -23,9 +23,10 @@ import (
 	"gopasst/datapath/packet"
 )
 
-// Service answers one frame from the guest addressed to a local service;
+// Service answers one packet from the guest addressed to a local service,
+// parsed by the demultiplexer (the service reads its own message from it);
 // it returns an error for a malformed or unexpected request.
-type Service func(frame []byte) error
+type Service func(p *packet.Packet) error
 
 // Demux dispatches guest frames. Fields left nil are not served (the frame
 // is dropped and counted).
@@ -37,6 +38,7 @@ type Demux struct {
 	TCP, UDP, ICMP         packet.Handler
 
 	tcp, udp, icmp []packet.Packet
+	cur            packet.Packet // the frame being dispatched
 	Stats          Stats
 }
 
@@ -68,6 +70,7 @@ func (d *Demux) Batch(frames [][]byte) {
 			}
 		}
 	}
+	d.cur = packet.Packet{} // drop the reference to the last frame
 	if len(d.tcp) > 0 {
 		if d.TCP != nil {
 			d.TCP.FromGuest(d.tcp)
@@ -91,12 +94,12 @@ func (d *Demux) Batch(frames [][]byte) {
 	}
 }
 
-func (d *Demux) service(s Service, f []byte) {
+func (d *Demux) service(s Service, p *packet.Packet) {
 	if s == nil {
 		d.Stats.Unhandled++
 		return
 	}
-	if err := s(f); err != nil {
+	if err := s(p); err != nil {
 		d.Stats.ServiceErrors++
 		if logging.Debugging() {
 			logging.Debugf("local service: %v", err)
@@ -104,114 +107,89 @@ func (d *Demux) service(s Service, f []byte) {
 	}
 }
 
-// frame validates one frame and dispatches it.
+// frame validates one frame (packet.Parse: every header the datapath
+// reads) and dispatches it.
 func (d *Demux) frame(f []byte) error {
-	eth, err := header.ParseEthernet(f)
+	// Parsed into the Demux's own packet: a pointer to a local one would
+	// escape through the service closures, an allocation per frame.
+	var err error
+	d.cur, err = packet.Parse(f)
+	p := &d.cur
+	if len(f) >= header.EthernetLen {
+		// The source MAC counts even when what follows is malformed.
+		if src := header.Ethernet(f).Src(); src[0]&1 == 0 {
+			d.g.MAC = src
+		}
+	}
 	if err != nil {
 		return err
 	}
-	if src := eth.Src(); src[0]&1 == 0 {
-		d.g.MAC = src
-	}
-	switch eth.Type() {
+	switch p.EtherType {
 	case header.EtherTypeARP:
 		if d.cfg.V4.Enabled {
-			d.service(d.ARP, f)
+			d.service(d.ARP, p)
 		}
 		return nil
 	case header.EtherTypeIPv4:
-		if !d.cfg.V4.Enabled {
-			return nil
+		if d.cfg.V4.Enabled {
+			d.ipv4(p)
 		}
-		return d.ipv4(f)
+		return nil
 	case header.EtherTypeIPv6:
-		if !d.cfg.V6.Enabled {
-			return nil
+		if d.cfg.V6.Enabled {
+			d.ipv6(p)
 		}
-		return d.ipv6(f)
+		return nil
 	}
 	d.Stats.Unhandled++
 	return nil
 }
 
-func (d *Demux) ipv4(f []byte) error {
-	ip, err := header.ParseIPv4(f[header.EthernetLen:])
-	if err != nil {
-		return err
-	}
-	p := packet.Packet{
-		Frame: f,
-		L3:    header.EthernetLen,
-		L4:    header.EthernetLen + ip.HeaderLen(),
-		L4Len: ip.PayloadLen(),
-		Proto: ip.Proto(),
-		TTL:   ip.TTL(),
-		Src:   ip.SrcAddr(),
-		Dst:   ip.DstAddr(),
-	}
-	if ip.FlagsOffset()&0x3fff != 0 {
-		// Fragments: the host sockets reassemble nothing for us and the
-		// guest's MTU is ours, so a fragment is a guest misconfiguration.
-		d.Stats.Unhandled++
-		return nil
-	}
-	if p.Proto == header.ProtoUDP && p.L4Len >= header.UDPLen &&
-		ip.Payload()[2] == 0 && ip.Payload()[3] == 67 {
+// ipv4 dispatches a valid IPv4 packet. (Fragments never get here:
+// packet.Parse refuses them, as the host sockets reassemble nothing for us
+// and the guest's MTU is ours, so a fragment is a guest misconfiguration.)
+func (d *Demux) ipv4(p *packet.Packet) {
+	if p.Proto == header.ProtoUDP && p.DstPort == 67 {
 		// Every guest datagram to port 67 is DHCP's, whatever its
 		// addresses (a client has none yet).
 		if !d.cfg.NoDHCP {
-			d.service(d.DHCP, f)
+			d.service(d.DHCP, p)
 		}
-		return nil
+		return
 	}
 	if p.Src.IsLoopback() || p.Dst.IsLoopback() {
 		d.Stats.Unhandled++
-		return nil
+		return
 	}
 	if !p.Src.IsUnspecified() && !d.cfg.V4.AddrFixed {
 		d.g.SeenV4 = p.Src
 	}
-	return d.l4(&p)
+	d.l4(p)
 }
 
-func (d *Demux) ipv6(f []byte) error {
-	ip, proto, off, err := header.ParseIPv6(f[header.EthernetLen:])
-	if err != nil {
-		return err
-	}
-	p := packet.Packet{
-		Frame: f,
-		V6:    true,
-		L3:    header.EthernetLen,
-		L4:    header.EthernetLen + off,
-		L4Len: header.IPv6Len + ip.PayloadLen() - off,
-		Proto: proto,
-		TTL:   ip.HopLimit(),
-		Src:   ip.SrcAddr(),
-		Dst:   ip.DstAddr(),
-	}
+// ipv6 dispatches a valid IPv6 packet.
+func (d *Demux) ipv6(p *packet.Packet) {
 	if p.Src.IsLoopback() || p.Dst.IsLoopback() {
 		d.Stats.Unhandled++
-		return nil
+		return
 	}
 	d.learn6(p.Src)
-	if proto == header.ProtoICMPv6 && p.L4Len >= 4 {
-		t := f[p.L4]
-		if t >= 133 && t <= 136 {
+	if p.Proto == header.ProtoICMPv6 && p.L4Len >= 4 {
+		t := p.Frame[p.L4]
+		if t >= header.ICMPv6RouterSolicit && t <= header.ICMPv6NeighborAdvert {
 			if !d.cfg.NoNDP && !d.cfg.NoICMP {
-				d.service(d.NDP, f)
+				d.service(d.NDP, p)
 			}
-			return nil
+			return
 		}
 	}
-	if proto == header.ProtoUDP && p.L4Len >= header.UDPLen &&
-		f[p.L4+2] == 547>>8 && f[p.L4+3] == 547&0xff {
+	if p.Proto == header.ProtoUDP && p.DstPort == 547 {
 		if !d.cfg.NoDHCPv6 {
-			d.service(d.DHCPv6, f)
+			d.service(d.DHCPv6, p)
 		}
-		return nil
+		return
 	}
-	return d.l4(&p)
+	d.l4(p)
 }
 
 // learn6 records the guest's IPv6 source addresses (addressing.md §5).
@@ -228,44 +206,30 @@ func (d *Demux) learn6(src netip.Addr) {
 	}
 }
 
-// l4 checks the transport header and queues the packet for its protocol.
-func (d *Demux) l4(p *packet.Packet) error {
-	b := p.L4Bytes()
+// l4 queues a packet for its protocol.
+func (d *Demux) l4(p *packet.Packet) {
 	switch p.Proto {
 	case header.ProtoTCP:
-		if d.cfg.NoTCP {
-			return nil
+		if !d.cfg.NoTCP {
+			d.tcp = append(d.tcp, *p)
 		}
-		t, err := header.ParseTCP(b)
-		if err != nil {
-			return err
-		}
-		p.SrcPort, p.DstPort = t.SrcPort(), t.DstPort()
-		d.tcp = append(d.tcp, *p)
 	case header.ProtoUDP:
-		if d.cfg.NoUDP {
-			return nil
+		if !d.cfg.NoUDP {
+			d.udp = append(d.udp, *p)
 		}
-		u, err := header.ParseUDP(b)
-		if err != nil {
-			return err
-		}
-		p.SrcPort, p.DstPort = u.SrcPort(), u.DstPort()
-		d.udp = append(d.udp, *p)
 	case header.ProtoICMP, header.ProtoICMPv6:
+		b := p.L4Bytes()
 		if d.cfg.NoICMP || (p.Proto == header.ProtoICMP) == p.V6 || len(b) < 8 {
 			d.Stats.Unhandled++
-			return nil
+			return
 		}
 		// Only echo requests are forwarded (addressing.md §7).
-		if (!p.V6 && b[0] != 8) || (p.V6 && b[0] != 128) {
+		if (!p.V6 && b[0] != header.ICMPv4EchoRequest) || (p.V6 && b[0] != header.ICMPv6EchoRequest) {
 			d.Stats.Unhandled++
-			return nil
+			return
 		}
-		p.SrcPort = uint16(b[4])<<8 | uint16(b[5])
 		d.icmp = append(d.icmp, *p)
 	default:
 		d.Stats.Unhandled++
 	}
-	return nil
 }

@@ -35,7 +35,7 @@ func testDemux(t testing.TB) (*Demux, *recorder, *recorder, *recorder, *int) {
 	tcp, udp, icmp := &recorder{t: t}, &recorder{t: t}, &recorder{t: t}
 	d.TCP, d.UDP, d.ICMP = tcp, udp, icmp
 	services := 0
-	svc := func([]byte) error { services++; return nil }
+	svc := func(*packet.Packet) error { services++; return nil }
 	d.ARP, d.NDP, d.DHCP, d.DHCPv6 = svc, svc, svc, svc
 	return d, tcp, udp, icmp, &services
 }

@@ -47,6 +47,7 @@ import (
 	"gopasst/datapath/config"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/packet"
 	"gopasst/datapath/tap"
 )
 
@@ -161,33 +162,20 @@ func ParseOptions(b []byte) (Options, error) {
 //
 // cfg: configuration (V4, OurMAC, MTU, Hostname, FQDN, Search, advertising
 // flags); g: learned guest state (unused); out: where the reply is queued;
-// frame: the whole Ethernet frame, IPv4/UDP to port 67.
+// p: the packet as packet.Parse made it, IPv4/UDP to port 67.
 // Returns nil when the request was consumed (answered or ignored), or an
 // error for a malformed one.
-func Handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+func Handle(cfg *config.Config, g *guest.State, out tap.Out, p *packet.Packet) error {
 	if !Enabled(cfg) {
 		return ErrDisabled
 	}
-	eth, err := header.ParseEthernet(frame)
-	if err != nil {
-		return fmt.Errorf("dhcp: %w", err)
-	}
-	if eth.Type() != header.EtherTypeIPv4 {
+	if p.V6 || p.EtherType != header.EtherTypeIPv4 || p.Proto != header.ProtoUDP || p.DstPort != ServerPort {
 		return ErrNotDHCP
 	}
-	ip, err := header.ParseIPv4(eth.Payload())
+	eth := p.Eth()
+	u, err := header.ParseUDP(p.L4Bytes()) // valid: packet.Parse checked it
 	if err != nil {
 		return fmt.Errorf("dhcp: %w", err)
-	}
-	if ip.Proto() != header.ProtoUDP {
-		return ErrNotDHCP
-	}
-	u, err := header.ParseUDP(ip.Payload())
-	if err != nil {
-		return fmt.Errorf("dhcp: %w", err)
-	}
-	if u.DstPort() != ServerPort {
-		return ErrNotDHCP
 	}
 	req := u.Payload()
 	if len(req) < bootpLen {

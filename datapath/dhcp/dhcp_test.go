@@ -16,6 +16,7 @@ import (
 	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap"
 	"gopasst/datapath/tap/taptest"
 )
 
@@ -117,7 +118,7 @@ func find(opts []option, code byte) []byte {
 func TestUdhcpcRequest(t *testing.T) {
 	req := taptest.Captured(t, "udhcpc-request")
 	out := taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
+	if err := handle(testConfig(), &guest.State{}, out, req); err != nil {
 		t.Fatal(err)
 	}
 	if len(out.Frames()) != 1 {
@@ -161,7 +162,7 @@ func TestDiscover(t *testing.T) {
 	for _, name := range []string{"udhcpc-discover", "dhclient-discover"} {
 		req := taptest.Captured(t, name)
 		out := taptest.New(1)
-		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
+		if err := handle(testConfig(), &guest.State{}, out, req); err != nil {
 			t.Fatal(err)
 		}
 		m, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
@@ -201,7 +202,7 @@ func TestRapidCommitBroadcastRoutes(t *testing.T) {
 	defer func() { replySrc = netip.MustParseAddr("10.0.2.2") }()
 	out := taptest.New(1)
 	// DISCOVER with rapid commit, broadcast flag, PRL listing 53 last.
-	if err := Handle(cfg, &guest.State{}, out, request(0x8000, 53, 1, 1, 80, 0, 55, 3, 121, 3, 53)); err != nil {
+	if err := handle(cfg, &guest.State{}, out, request(0x8000, 53, 1, 1, 80, 0, 55, 3, 121, 3, 53)); err != nil {
 		t.Fatal(err)
 	}
 	m, opts := checkReply(t, out.Frames()[0], guest.BroadcastMAC, "255.255.255.255")
@@ -225,7 +226,7 @@ func TestRapidCommitBroadcastRoutes(t *testing.T) {
 func TestBOOTPAndIgnored(t *testing.T) {
 	// BOOTP: no option 53 → ACK.
 	out := taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out, request(0)); err != nil {
+	if err := handle(testConfig(), &guest.State{}, out, request(0)); err != nil {
 		t.Fatal(err)
 	}
 	if _, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15"); find(opts, 53)[0] != typeAck {
@@ -235,12 +236,12 @@ func TestBOOTPAndIgnored(t *testing.T) {
 	plain := request(0)
 	binary.BigEndian.PutUint32(plain[42+236:], 0)
 	out = taptest.NewCounter(1)
-	if err := Handle(testConfig(), &guest.State{}, out, plain); err != nil || out.Count() != 1 {
+	if err := handle(testConfig(), &guest.State{}, out, plain); err != nil || out.Count() != 1 {
 		t.Errorf("plain BOOTP: %v %d", err, out.Count())
 	}
 	for _, typ := range []byte{4, 7, 8} { // DECLINE, RELEASE, INFORM
 		out := taptest.NewCounter(1)
-		if err := Handle(testConfig(), &guest.State{}, out, request(0, 53, 1, typ)); err != nil || out.Count() != 0 {
+		if err := handle(testConfig(), &guest.State{}, out, request(0, 53, 1, typ)); err != nil || out.Count() != 0 {
 			t.Errorf("type %d: %v, %d frames", typ, err, out.Count())
 		}
 	}
@@ -248,7 +249,7 @@ func TestBOOTPAndIgnored(t *testing.T) {
 	cfg := testConfig()
 	cfg.AdvertiseDNS, cfg.AdvertiseSearch, cfg.MTU, cfg.Hostname, cfg.FQDN = false, false, 0, "", ""
 	out = taptest.New(1)
-	_ = Handle(cfg, &guest.State{}, out, request(0, 53, 1, 1))
+	_ = handle(cfg, &guest.State{}, out, request(0, 53, 1, 1))
 	m, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
 	if !bytes.Equal(codes(opts), []byte{53, 1, 3, 51, 54}) {
 		t.Errorf("minimal options %v", codes(opts))
@@ -265,7 +266,7 @@ func TestSizeLimit(t *testing.T) {
 	out := taptest.New(1)
 	// PRL asks for 119 first: it does not fit in 308 bytes and is skipped,
 	// everything after it still goes in.
-	if err := Handle(cfg, &guest.State{}, out, request(0, 53, 1, 1, 55, 2, 119, 1)); err != nil {
+	if err := handle(cfg, &guest.State{}, out, request(0, 53, 1, 1, 55, 2, 119, 1)); err != nil {
 		t.Fatal(err)
 	}
 	m, opts := checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
@@ -279,7 +280,7 @@ func TestSizeLimit(t *testing.T) {
 	cfg.Search = []string{"x." + long, "y." + long[:60]}
 	cfg.Hostname, cfg.FQDN, cfg.AdvertiseDNS = "", "", false
 	out = taptest.New(1)
-	_ = Handle(cfg, &guest.State{}, out, request(0, 53, 1, 1))
+	_ = handle(cfg, &guest.State{}, out, request(0, 53, 1, 1))
 	_, opts = checkReply(t, out.Frames()[0], configtest.GuestMAC, "10.0.2.15")
 	var s []byte
 	n := 0
@@ -310,13 +311,13 @@ func TestMalformed(t *testing.T) {
 		"truncated ip": {good[:30], header.ErrTruncated},
 	} {
 		out := taptest.NewCounter(1)
-		if err := Handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.Count() != 0 {
+		if err := handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.Count() != 0 {
 			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.Count())
 		}
 	}
 	cfg := testConfig()
 	cfg.NoDHCP = true
-	if err := Handle(cfg, &guest.State{}, taptest.NewCounter(1), good); !errors.Is(err, ErrDisabled) {
+	if err := handle(cfg, &guest.State{}, taptest.NewCounter(1), good); !errors.Is(err, ErrDisabled) {
 		t.Errorf("--no-dhcp: %v", err)
 	}
 }
@@ -343,7 +344,7 @@ func TestNoAllocs(t *testing.T) {
 	cfg, g, out := testConfig(), &guest.State{}, taptest.NewCounter(1)
 	req, disc := taptest.Captured(t, "udhcpc-request"), taptest.Captured(t, "dhclient-discover")
 	if a := testing.AllocsPerRun(100, func() {
-		if Handle(cfg, g, out, req) != nil || Handle(cfg, g, out, disc) != nil {
+		if handle(cfg, g, out, req) != nil || handle(cfg, g, out, disc) != nil {
 			t.Fatal("error")
 		}
 	}); a != 0 {
@@ -362,7 +363,7 @@ func FuzzHandle(f *testing.F) {
 	cfg.V4.Gateway = netip.MustParseAddr("192.0.2.1")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out := taptest.NewCounter(1)
-		_ = Handle(cfg, &guest.State{}, out, b)
+		_ = handle(cfg, &guest.State{}, out, b)
 		if out.Count() > 1 {
 			t.Fatal("more than one reply")
 		}
@@ -391,4 +392,13 @@ func FuzzSearch(f *testing.F) {
 			t.Fatalf("%d bytes", n)
 		}
 	})
+}
+
+// handle parses frame as the demultiplexer does, then answers it.
+func handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+	p, err := taptest.Parsed(frame)
+	if err != nil {
+		return err
+	}
+	return Handle(cfg, g, out, p)
 }

@@ -47,6 +47,7 @@ import (
 	"gopasst/datapath/config"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/packet"
 	"gopasst/datapath/tap"
 )
 
@@ -232,30 +233,18 @@ func otherAddress(b []byte, addr *[16]byte) bool {
 // IPv6/UDP to port 547.
 // Returns nil when the message was consumed (answered or ignored), or an
 // error for a malformed one.
-func Handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+func Handle(cfg *config.Config, g *guest.State, out tap.Out, p *packet.Packet) error {
 	if !Enabled(cfg) {
 		return ErrDisabled
 	}
-	eth, err := header.ParseEthernet(frame)
-	if err != nil {
-		return fmt.Errorf("dhcpv6: %w", err)
-	}
-	if eth.Type() != header.EtherTypeIPv6 {
+	if !p.V6 || p.Proto != header.ProtoUDP || p.DstPort != ServerPort {
 		return ErrNotDHCPv6
 	}
-	ip, proto, off, err := header.ParseIPv6(eth.Payload())
+	eth := p.Eth()
+	ip := header.IPv6(p.Frame[p.L3:])
+	u, err := header.ParseUDP(p.L4Bytes()) // valid: packet.Parse checked it
 	if err != nil {
 		return fmt.Errorf("dhcpv6: %w", err)
-	}
-	if proto != header.ProtoUDP {
-		return ErrNotDHCPv6
-	}
-	u, err := header.ParseUDP(ip[off:])
-	if err != nil {
-		return fmt.Errorf("dhcpv6: %w", err)
-	}
-	if u.DstPort() != ServerPort {
-		return ErrNotDHCPv6
 	}
 	msg := u.Payload()
 	if len(msg) < 4 {

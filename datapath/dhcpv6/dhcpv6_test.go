@@ -16,6 +16,7 @@ import (
 	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap"
 	"gopasst/datapath/tap/taptest"
 )
 
@@ -154,7 +155,7 @@ func TestDhclientSolicit(t *testing.T) {
 	req := taptest.Captured(t, "dhclient6-solicit")
 	out := taptest.New(1)
 	g := &guest.State{SeenV6: netip.MustParseAddr("2001:db8::99")}
-	if err := Handle(testConfig(), g, out, req); err != nil {
+	if err := handle(testConfig(), g, out, req); err != nil {
 		t.Fatal(err)
 	}
 	if len(out.Frames()) != 1 {
@@ -177,7 +178,7 @@ func TestDhclientSolicit(t *testing.T) {
 func TestDhclientInfoRequest(t *testing.T) {
 	req := taptest.Captured(t, "dhclient6-inforeq")
 	out := taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
+	if err := handle(testConfig(), &guest.State{}, out, req); err != nil {
 		t.Fatal(err)
 	}
 	opts, _ := ParseOptions(req[66:])
@@ -194,7 +195,7 @@ func TestStateful(t *testing.T) {
 		"request without address": request(typeRequest, allServer, opt(optClientID, clientID), ourID(), iana(), fqdnS),
 	} {
 		out := taptest.New(1)
-		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil || len(out.Frames()) != 1 {
+		if err := handle(testConfig(), &guest.State{}, out, req); err != nil || len(out.Frames()) != 1 {
 			t.Fatalf("%s: %v %d", name, err, out.Count())
 		}
 		fullReply(t, out.Frames()[0], typeReply, clientID, []byte{0x0a, 0x0b, 0x0c, 0x0d})
@@ -210,7 +211,7 @@ func TestNotOnLink(t *testing.T) {
 	for _, typ := range []byte{typeRequest, typeRenew} {
 		out := taptest.New(1)
 		req := request(typ, allServer, opt(optClientID, clientID), ourID(), iana(assigned, other))
-		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil {
+		if err := handle(testConfig(), &guest.State{}, out, req); err != nil {
 			t.Fatal(err)
 		}
 		_, _, o, order := reply(t, out.Frames()[0])
@@ -223,7 +224,7 @@ func TestNotOnLink(t *testing.T) {
 		}
 	}
 	out := taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out,
+	if err := handle(testConfig(), &guest.State{}, out,
 		request(typeConfirm, allServer, opt(optClientID, clientID), iana(other))); err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestIgnored(t *testing.T) {
 		"advertise":             request(typeAdvertise, allServer, cid, ourID()),
 	} {
 		out := taptest.NewCounter(1)
-		if err := Handle(testConfig(), &guest.State{}, out, req); err != nil || out.Count() != 0 {
+		if err := handle(testConfig(), &guest.State{}, out, req); err != nil || out.Count() != 0 {
 			t.Errorf("%s: %v, %d frames", name, err, out.Count())
 		}
 	}
@@ -270,13 +271,13 @@ func TestMalformed(t *testing.T) {
 		"empty message":  {request(typeSolicit, allServer)[:65], header.ErrTotalLen},
 	} {
 		out := taptest.NewCounter(1)
-		if err := Handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.Count() != 0 {
+		if err := handle(testConfig(), &guest.State{}, out, c.f); !errors.Is(err, c.want) || out.Count() != 0 {
 			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.Count())
 		}
 	}
 	cfg := testConfig()
 	cfg.NoDHCPv6 = true
-	if err := Handle(cfg, &guest.State{}, taptest.NewCounter(1), taptest.Captured(t, "dhclient6-solicit")); !errors.Is(err, ErrDisabled) {
+	if err := handle(cfg, &guest.State{}, taptest.NewCounter(1), taptest.Captured(t, "dhclient6-solicit")); !errors.Is(err, ErrDisabled) {
 		t.Errorf("--no-dhcpv6: %v", err)
 	}
 }
@@ -286,7 +287,7 @@ func TestNoAllocs(t *testing.T) {
 	sol := taptest.Captured(t, "dhclient6-solicit")
 	req := request(typeRequest, allServer, opt(optClientID, clientID), ourID(), iana(assigned))
 	if a := testing.AllocsPerRun(100, func() {
-		if Handle(cfg, g, out, sol) != nil || Handle(cfg, g, out, req) != nil {
+		if handle(cfg, g, out, sol) != nil || handle(cfg, g, out, req) != nil {
 			t.Fatal("error")
 		}
 	}); a != 0 {
@@ -302,7 +303,7 @@ func FuzzHandle(f *testing.F) {
 	cfg := testConfig()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out := taptest.NewCounter(1)
-		_ = Handle(cfg, &guest.State{}, out, b)
+		_ = handle(cfg, &guest.State{}, out, b)
 		if out.Count() > 1 {
 			t.Fatal("more than one reply")
 		}
@@ -324,4 +325,13 @@ func FuzzParseOptions(f *testing.F) {
 		}
 		_ = otherAddress(b, &addr)
 	})
+}
+
+// handle parses frame as the demultiplexer does, then answers it.
+func handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+	p, err := taptest.Parsed(frame)
+	if err != nil {
+		return err
+	}
+	return Handle(cfg, g, out, p)
 }

@@ -1,7 +1,9 @@
-// Package engine assembles the datapath: the event loop, the flow table, the
-// guest back end, the demultiplexer, the local services and the protocols,
-// and runs them. Both modes and the in-process tests build their datapath
-// here, so the wiring exists once.
+// Package engine is the datapath's front door: it assembles the event loop,
+// the flow table, the guest back end, the demultiplexer, the local services
+// and the protocols around one tap.Backend, and runs them until a
+// termination signal, the end of pasta's namespace or a fatal error. Both
+// modes and the in-process tests build their datapath here, so the wiring
+// exists once; cmd/passt only builds the configuration and the back end.
 //
 // Theory of operation: one loop turn reads every frame the guest has queued
 // (in batches of Batch frames), hands each batch to the demultiplexer, lets
@@ -13,11 +15,13 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 
 	"golang.org/x/sys/unix"
 
+	"gopasst/checksum"
 	"gopasst/datapath/config"
 	"gopasst/datapath/demux"
 	"gopasst/datapath/flow"
@@ -27,98 +31,166 @@ import (
 	"gopasst/datapath/loop"
 	"gopasst/datapath/tap"
 	"gopasst/datapath/tcp"
+	"gopasst/datapath/term"
 	"gopasst/datapath/udp"
 )
 
 // Batch is how many frames are read from the guest per batch.
-const Batch = 128
+const Batch = tap.RxBatch
 
-// Engine is a running datapath.
+// QueueLen is how many frames a back end should queue towards the guest
+// before it flushes: a full batch of guest frames can be answered in one
+// flush.
+const QueueLen = 2 * Batch
+
+// Engine is a running datapath. Not safe for concurrent use: everything
+// runs on the thread that calls Run (or Loop.Turn, in tests).
 type Engine struct {
 	Cfg   *config.Config
 	Guest guest.State
 	Loop  *loop.Loop
 	Flows *flow.Table
-	Dev   *tap.Device
+	Tap   tap.Backend
 	Demux *demux.Demux
-	TCP   *tcp.Handler
-	UDP   *udp.Handler
+	TCP   *tcp.Handler // nil with --no-tcp
+	UDP   *udp.Handler // nil with --no-udp
 	ICMP  *icmp.Handler
 
-	inBufs  [][]byte
-	inSizes []int
-	inMem   []byte
-	frames  [][]byte
-	closed  bool
-	err     error
+	opts   Options
+	frames [][]byte
+	status int
+	err    error
 }
 
-// Options are the pieces opened before the sandbox that the engine uses.
+// Namespace is what the engine watches to know that pasta must exit:
+// netns.NS, the spawned command or the attached namespace.
+type Namespace interface {
+	// FD returns the descriptor to watch for input, -1 for none.
+	FD() int
+	// Check is called when FD is readable: done true when the engine
+	// must stop, with the status the process exits with.
+	Check() (done bool, status int)
+}
+
+// Options are the pieces opened before the sandbox that the engine uses,
+// and what ends its run.
 type Options struct {
-	TapFD int      // the guest back end's descriptor (tap device)
-	Pcap  tap.Pcap // nil: no capture
 	// ICMP holds raw ICMP sockets opened with privileges before the
 	// sandbox (nil: ping sockets per flow only).
 	ICMP *icmp.Sockets
+	// Signals: stop cleanly on SIGTERM, SIGINT, SIGHUP and SIGQUIT
+	// (datapath/term). New installs the handlers, so it must run before
+	// the seccomp filter; tests leave it off, so that the test binary
+	// keeps its own signal handling.
+	Signals bool
+	// Namespace, if not nil, ends the run when it says so (pasta).
+	Namespace Namespace
+	// Announce: when the run starts, send the ARP request and Neighbour
+	// Solicitation the C original sends at "tap ready" (--config-net: the
+	// guest interface is up and addressed already).
+	Announce bool
 }
 
-// New builds the datapath for cfg around the guest back end in o.
-func New(cfg *config.Config, o Options) (*Engine, error) {
+// New builds the datapath for cfg around the guest back end be: flow
+// table, loop, demultiplexer, services, protocols and their listeners.
+// Call it before the sandbox (isolation.Prefork): it opens sockets, probes
+// the kernel and, with o.Signals, installs signal handlers.
+//
+// cfg: the configuration, read only from now on; be: the guest back end,
+// owned by the engine from now on; o: see Options. Returns the engine, or
+// an error naming what could not be set up.
+func New(cfg *config.Config, be tap.Backend, o Options) (*Engine, error) {
 	minProcs()
 	l, err := loop.New(flow.MaxFlows)
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{
-		Cfg:     cfg,
-		Loop:    l,
-		Flows:   flow.New(flow.MaxFlows),
-		Dev:     tap.NewDevice(o.TapFD, 2*Batch, o.Pcap),
-		inBufs:  make([][]byte, Batch),
-		inSizes: make([]int, Batch),
-		frames:  make([][]byte, 0, Batch),
+		Cfg:    cfg,
+		Loop:   l,
+		Flows:  flow.New(flow.MaxFlows),
+		Tap:    be,
+		opts:   o,
+		frames: make([][]byte, Batch),
 	}
-	e.Guest.MAC = cfg.GuestMAC
-	if e.Guest.MAC == [6]byte{} {
-		e.Guest.MAC = guest.BroadcastMAC
-	}
-	e.inMem = make([]byte, Batch*tap.MaxFrame)
-	for i := range e.inBufs {
-		e.inBufs[i] = e.inMem[i*tap.MaxFrame : (i+1)*tap.MaxFrame : (i+1)*tap.MaxFrame]
-	}
+	e.resetGuest()
+	logging.Debugf("checksum: %s", checksum.Describe())
 	e.Demux = demux.New(cfg, &e.Guest, Batch)
 	l.Handle(loop.KindTap, e.tapReady)
-	if err := l.Add(o.TapFD, unix.EPOLLIN|unix.EPOLLRDHUP, loop.MakeRef(loop.KindTap, o.TapFD, 0)); err != nil {
-		return nil, fmt.Errorf("tap: %w", err)
+	if err := be.Watch(watcher{l}); err != nil {
+		return nil, fmt.Errorf("guest back end: %w", err)
 	}
-	l.OnTurnEnd(e.Dev.Flush)
+	l.OnTurnEnd(be.Flush)
 	if err := e.wire(o); err != nil {
+		return nil, err
+	}
+	if err := e.watchEnd(o); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// tapReady reads every frame the guest has queued, a batch at a time, and
-// dispatches each batch.
+// resetGuest forgets what was learned about the guest: its MAC is the
+// configured one (pasta: the namespace interface's), else broadcast until
+// the guest's first frame, as in the C original.
+func (e *Engine) resetGuest() {
+	e.Guest = guest.State{MAC: e.Cfg.GuestMAC}
+	if e.Guest.MAC == [6]byte{} {
+		e.Guest.MAC = guest.BroadcastMAC
+	}
+}
+
+// watcher lets the back end watch its descriptors in the loop
+// (tap.Watcher), each with kind loop.KindTap and the back end's index.
+type watcher struct{ l *loop.Loop }
+
+// Watch implements tap.Watcher.
+func (w watcher) Watch(fd int, events uint32, idx uint32) error {
+	r := loop.MakeRef(loop.KindTap, fd, idx)
+	err := w.l.Add(fd, events, r)
+	if errors.Is(err, unix.EEXIST) {
+		err = w.l.Mod(fd, events, r)
+	}
+	return err
+}
+
+// Unwatch implements tap.Watcher.
+func (w watcher) Unwatch(fd int) { w.l.Del(fd) }
+
+// tapReady passes the events of a back end descriptor to the back end and
+// acts on what it reports.
 func (e *Engine) tapReady(r loop.Ref, events uint32) {
-	if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 && events&unix.EPOLLIN == 0 {
-		e.fail(fmt.Errorf("guest interface closed"))
+	ev, err := e.Tap.Ready(r.Index(), events)
+	if err != nil {
+		e.fail(err)
 		return
 	}
+	if ev&tap.EventDown != 0 {
+		logging.Infof("guest disconnected")
+	}
+	if ev&tap.EventUp != 0 {
+		e.resetGuest()
+		e.Announce()
+	}
+	if ev&tap.EventFrames != 0 {
+		e.readFrames()
+	}
+}
+
+// readFrames reads every frame the guest has queued, a batch at a time,
+// and dispatches each batch.
+func (e *Engine) readFrames() {
 	for {
-		n, err := e.Dev.Read(e.inBufs, e.inSizes)
+		n, err := e.Tap.Read(e.frames)
 		if n > 0 {
-			e.frames = e.frames[:0]
-			for i := 0; i < n; i++ {
-				e.frames = append(e.frames, e.inBufs[i][:e.inSizes[i]])
-			}
-			e.Demux.Batch(e.frames)
+			e.Demux.Batch(e.frames[:n])
+			clear(e.frames[:n]) // the views end at the next Read
 		}
 		if err != nil {
 			e.fail(err)
 			return
 		}
-		if n < len(e.inBufs) {
+		if n < len(e.frames) {
 			return
 		}
 	}
@@ -139,6 +211,7 @@ func minProcs() {
 	}
 }
 
+// fail records the first fatal error, logs it and stops the loop.
 func (e *Engine) fail(err error) {
 	if e.err == nil {
 		e.err = err
@@ -150,10 +223,68 @@ func (e *Engine) fail(err error) {
 // Stop makes Run return cleanly after the current turn.
 func (e *Engine) Stop() { e.Loop.Stop() }
 
-// Run turns the loop until Stop or a fatal error.
-func (e *Engine) Run() error {
-	if err := e.Loop.Run(); err != nil {
-		return err
+// Run turns the loop until a termination signal (Options.Signals), the
+// end of the namespace (Options.Namespace), Stop, or a fatal error. It
+// first sends the announcements if Options.Announce asks for them.
+//
+// Returns the exit status the process should end with (the spawned
+// command's, or 0), and the fatal error if one ended the run.
+func (e *Engine) Run() (status int, err error) {
+	if e.opts.Announce {
+		e.Announce()
 	}
-	return e.err
+	if err := e.Loop.Run(); err != nil {
+		return 1, err
+	}
+	if e.err != nil {
+		return 1, e.err
+	}
+	return e.status, nil
+}
+
+// Close closes the protocols' sockets and the back end (tests, and an
+// orderly shutdown; the process exit does the same otherwise).
+func (e *Engine) Close() {
+	if e.TCP != nil {
+		e.TCP.Close()
+	}
+	if e.UDP != nil {
+		e.UDP.Close()
+	}
+	if e.ICMP != nil {
+		e.ICMP.Close()
+	}
+	e.Tap.Close()
+}
+
+// watchEnd registers what ends the run: the termination signals and the
+// namespace (see Options).
+func (e *Engine) watchEnd(o Options) error {
+	if o.Signals {
+		fd, err := term.FD()
+		if err != nil {
+			return err
+		}
+		e.Loop.Handle(loop.KindSignal, func(loop.Ref, uint32) {
+			logging.Debugf("signal %v: exiting", term.Signal())
+			e.Stop()
+		})
+		if err := e.Loop.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindSignal, fd, 0)); err != nil {
+			return err
+		}
+	}
+	if ns := o.Namespace; ns != nil {
+		if fd := ns.FD(); fd >= 0 {
+			e.Loop.Handle(loop.KindChild, func(loop.Ref, uint32) {
+				if done, st := ns.Check(); done {
+					e.status = st
+					e.Stop()
+				}
+			})
+			if err := e.Loop.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindChild, fd, 0)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

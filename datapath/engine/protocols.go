@@ -15,7 +15,7 @@ import (
 func (e *Engine) wireProtocols(o Options) error {
 	cfg := e.Cfg
 	if !cfg.NoTCP {
-		h, err := tcp.New(cfg, &e.Guest, e.Dev, e.Loop, e.Flows)
+		h, err := tcp.New(cfg, &e.Guest, e.Tap, e.Loop, e.Flows)
 		if err != nil {
 			return fmt.Errorf("tcp: %w", err)
 		}
@@ -26,7 +26,7 @@ func (e *Engine) wireProtocols(o Options) error {
 		}
 	}
 	if !cfg.NoUDP {
-		h, err := udp.New(cfg, &e.Guest, e.Dev, e.Loop, e.Flows)
+		h, err := udp.New(cfg, &e.Guest, e.Tap, e.Loop, e.Flows)
 		if err != nil {
 			return fmt.Errorf("udp: %w", err)
 		}
@@ -37,7 +37,7 @@ func (e *Engine) wireProtocols(o Options) error {
 		}
 	}
 	if !cfg.NoICMP {
-		h, err := icmp.New(cfg, &e.Guest, e.Dev, e.Loop, e.Flows, o.ICMP)
+		h, err := icmp.New(cfg, &e.Guest, e.Tap, e.Loop, e.Flows, o.ICMP)
 		if err != nil {
 			return fmt.Errorf("icmp: %w", err)
 		}

@@ -8,24 +8,25 @@ import (
 	"gopasst/datapath/dhcpv6"
 	"gopasst/datapath/logging"
 	"gopasst/datapath/ndp"
+	"gopasst/datapath/packet"
 )
 
 // wire connects the local services and the protocols to the demultiplexer
 // and the loop. Service closures are made once here, so dispatching a frame
 // to a service allocates nothing.
 func (e *Engine) wire(o Options) error {
-	cfg, g, out := e.Cfg, &e.Guest, e.Dev
+	cfg, g, out := e.Cfg, &e.Guest, e.Tap
 	if arp.Enabled(cfg) {
-		e.Demux.ARP = func(f []byte) error { return arp.Handle(cfg, g, out, f) }
+		e.Demux.ARP = func(p *packet.Packet) error { return arp.Handle(cfg, g, out, p) }
 	}
 	if ndp.Enabled(cfg) {
-		e.Demux.NDP = func(f []byte) error { return ndp.Handle(cfg, g, out, f) }
+		e.Demux.NDP = func(p *packet.Packet) error { return ndp.Handle(cfg, g, out, p) }
 	}
 	if dhcp.Enabled(cfg) {
-		e.Demux.DHCP = func(f []byte) error { return dhcp.Handle(cfg, g, out, f) }
+		e.Demux.DHCP = func(p *packet.Packet) error { return dhcp.Handle(cfg, g, out, p) }
 	}
 	if dhcpv6.Enabled(cfg) {
-		e.Demux.DHCPv6 = func(f []byte) error { return dhcpv6.Handle(cfg, g, out, f) }
+		e.Demux.DHCPv6 = func(p *packet.Packet) error { return dhcpv6.Handle(cfg, g, out, p) }
 	}
 	// Unsolicited Router Advertisements every 200-600 s (ndp.RA sends
 	// nothing with --no-ra or --config-net), the first one interval after
@@ -46,11 +47,11 @@ func (e *Engine) wire(o Options) error {
 // and a Neighbour Solicitation for the guest's assigned addresses, from
 // which the guest's MAC is learned before it speaks.
 func (e *Engine) Announce() {
-	if err := arp.Announce(e.Cfg, e.Dev); err != nil {
+	if err := arp.Announce(e.Cfg, e.Tap); err != nil {
 		logging.Debugf("ARP announce: %v", err)
 	}
-	if err := ndp.Announce(e.Cfg, &e.Guest, e.Dev); err != nil {
+	if err := ndp.Announce(e.Cfg, &e.Guest, e.Tap); err != nil {
 		logging.Debugf("NDP announce: %v", err)
 	}
-	e.Dev.Flush()
+	e.Tap.Flush()
 }

@@ -20,20 +20,22 @@ import (
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
 	"gopasst/datapath/packet"
+	"gopasst/datapath/sys"
 	"gopasst/datapath/tap"
-	"gopasst/isolation"
+	"gopasst/isolation/allow"
 )
 
-func init() {
-	isolation.AllowInetSocket(isolation.Both, "ICMP: a ping socket for each new echo flow (without raw sockets)")
-	isolation.Allow(isolation.Both, "setsockopt", "ICMP: SO_BINDTODEVICE (--outbound-if) on new ping sockets")
-	isolation.Allow(isolation.Both, "bind", "ICMP: ping sockets bind the -o address")
-	isolation.Allow(isolation.Both, "connect", "ICMP: ping sockets connect to the destination")
-	isolation.Allow(isolation.Both, "close", "ICMP: closing the ping sockets of flows that timed out")
-	isolation.Allow(isolation.Both, "sendto", "ICMP: echo requests (raw sockets to the destination, ping sockets connected)")
-	isolation.Allow(isolation.Both, "recvfrom", "ICMP: echo replies and their source (raw ICMPv6 sockets)")
-	isolation.Allow(isolation.Both, "getsockopt", "ICMP: SO_ERROR clears an error pending on a ping socket (errors are not relayed)")
-}
+// Echo flows open their ping sockets after the filter is in (openPing);
+// requests and replies go through sys.Sendto and sys.Recvfrom
+// (sys_unsafe.go).
+var (
+	_ = allow.InetSocket(allow.Both, "icmp: a ping socket for each new echo flow, without raw sockets (Handler.pingSocket)")
+	_ = allow.Syscall(allow.Both, "setsockopt", "icmp: SO_BINDTODEVICE (--outbound-if) on new ping sockets (Handler.pingSocket)")
+	_ = allow.Syscall(allow.Both, "bind", "icmp: ping sockets bind the -o address (Handler.pingSocket)")
+	_ = allow.Syscall(allow.Both, "connect", "icmp: ping sockets connect to the destination (Handler.pingSocket)")
+	_ = allow.Syscall(allow.Both, "close", "icmp: closing the ping sockets of flows that timed out (Handler.free)")
+	_ = allow.Syscall(allow.Both, "getsockopt", "icmp: SO_ERROR clears an error pending on a ping socket, errors are not relayed (Handler.readPing)")
+)
 
 const (
 	// Timeout is how long a flow lives after the guest's last request.
@@ -379,7 +381,7 @@ func (h *Handler) readPing(f *pingFlow, events uint32) {
 	if events&unix.EPOLLERR != 0 {
 		// Errors are not relayed (as the C original): reading the
 		// pending error clears it.
-		unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		sys.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	}
 	for k := 0; k < maxReads; k++ {
 		n, err := recvfrom(fd, h.buf, &h.name)

@@ -40,7 +40,7 @@ func enterNetns(t *testing.T, pingRange string) {
 
 type rig struct {
 	cfg *config.Config
-	out *taptest.Out
+	out *taptest.Backend
 	l   *loop.Loop
 	ft  *flow.Table
 	h   *Handler

@@ -1,11 +1,14 @@
-// sendto and recvfrom without allocation: x/sys/unix's wrappers convert
-// addresses through interfaces, which allocates on every call.
+// sendto and recvfrom without allocation (x/sys/unix's wrappers convert
+// addresses through interfaces, which allocates on every call): the
+// address buffers, over the syscall layer's wrappers.
 package icmp
 
 import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"gopasst/datapath/sys"
 )
 
 // sockName is an address buffer for sendto/recvfrom, big enough for both
@@ -38,25 +41,14 @@ func (n *sockName) bytes() []byte {
 // Returns the error (an unix.Errno) or nil.
 func sendto(fd int, b []byte, to *sockName) error {
 	var name unsafe.Pointer
-	var nl uintptr
+	var nl uint32
 	if to != nil {
-		name, nl = unsafe.Pointer(&to.raw), uintptr(to.len)
+		name, nl = unsafe.Pointer(&to.raw), to.len
 	}
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
+	if e := sys.Sendto(fd, b, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, name, nl); e != 0 {
+		return e
 	}
-	for {
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)),
-			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, uintptr(name), nl)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return e
-		}
-		return nil
-	}
+	return nil
 }
 
 // recvfrom reads one message from fd into b and its source into from.
@@ -65,15 +57,9 @@ func sendto(fd int, b []byte, to *sockName) error {
 // (EAGAIN when there is none).
 func recvfrom(fd int, b []byte, from *sockName) (int, error) {
 	from.len = unix.SizeofSockaddrInet6
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-			unix.MSG_DONTWAIT|unix.MSG_TRUNC, uintptr(unsafe.Pointer(&from.raw)), uintptr(unsafe.Pointer(&from.len)))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), nil
+	n, e := sys.Recvfrom(fd, b, unix.MSG_DONTWAIT|unix.MSG_TRUNC, unsafe.Pointer(&from.raw), &from.len)
+	if e != 0 {
+		return 0, e
 	}
+	return n, nil
 }

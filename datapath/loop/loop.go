@@ -15,11 +15,12 @@
 package loop
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"gopasst/datapath/sys"
 )
 
 // Kind says what a registered descriptor is, choosing its handler.
@@ -105,8 +106,8 @@ func refOf(ev *unix.EpollEvent) Ref {
 func (l *Loop) Add(fd int, events uint32, r Ref) error {
 	ev := unix.EpollEvent{Events: events}
 	epollData(&ev, r)
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl add fd %d: %w", fd, err)
+	if e := sys.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); e != 0 {
+		return fmt.Errorf("epoll_ctl add fd %d: %w", fd, e)
 	}
 	return nil
 }
@@ -115,8 +116,8 @@ func (l *Loop) Add(fd int, events uint32, r Ref) error {
 func (l *Loop) Mod(fd int, events uint32, r Ref) error {
 	ev := unix.EpollEvent{Events: events}
 	epollData(&ev, r)
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl mod fd %d: %w", fd, err)
+	if e := sys.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); e != 0 {
+		return fmt.Errorf("epoll_ctl mod fd %d: %w", fd, e)
 	}
 	return nil
 }
@@ -124,7 +125,7 @@ func (l *Loop) Mod(fd int, events uint32, r Ref) error {
 // Del removes fd from the loop. Closing a descriptor removes it too; Del is
 // for descriptors that stay open.
 func (l *Loop) Del(fd int) {
-	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	sys.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
 // Now returns the monotonic time in nanoseconds since the loop started, as
@@ -168,9 +169,9 @@ func (l *Loop) Turn(maxWait time.Duration) error {
 			timeout = ms
 		}
 	}
-	n, err := unix.EpollWait(l.epfd, l.events, timeout)
-	if err != nil && !errors.Is(err, unix.EINTR) {
-		return fmt.Errorf("epoll_wait: %w", err)
+	n, e := sys.EpollWait(l.epfd, l.events, timeout)
+	if e != 0 {
+		return fmt.Errorf("epoll_wait: %w", e)
 	}
 	l.Refresh()
 	for i := 0; i < n; i++ {

@@ -53,6 +53,7 @@ import (
 	"gopasst/datapath/config"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/packet"
 	"gopasst/datapath/tap"
 )
 
@@ -130,29 +131,19 @@ func checkOptions(b []byte) (slla bool, err error) {
 //
 // cfg: configuration (V6, OurMAC, MTU, NoRA, ConfigNet, DNS and search
 // advertising); g: learned guest state (unused: answers go to the
-// message's source); out: where the answer is queued; frame: the whole
-// Ethernet frame.
+// message's source); out: where the answer is queued; p: the packet as
+// packet.Parse made it.
 // Returns nil when the message was consumed (answered or not), or an error
 // for a malformed message or one RFC 4861 says to discard.
-func Handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+func Handle(cfg *config.Config, g *guest.State, out tap.Out, p *packet.Packet) error {
 	if !Enabled(cfg) {
 		return ErrDisabled
 	}
-	eth, err := header.ParseEthernet(frame)
-	if err != nil {
-		return fmt.Errorf("ndp: %w", err)
-	}
-	if eth.Type() != header.EtherTypeIPv6 {
+	if !p.V6 || p.Proto != header.ProtoICMPv6 {
 		return ErrNotNDP
 	}
-	ip, proto, off, err := header.ParseIPv6(eth.Payload())
-	if err != nil {
-		return fmt.Errorf("ndp: %w", err)
-	}
-	if proto != header.ProtoICMPv6 {
-		return ErrNotNDP
-	}
-	m, err := header.ParseICMPv6(ip[off:])
+	eth := p.Eth()
+	m, err := header.ParseICMPv6(p.L4Bytes())
 	if err != nil {
 		return fmt.Errorf("ndp: %w", err)
 	}
@@ -160,13 +151,13 @@ func Handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error
 	if t < header.ICMPv6RouterSolicit || t > header.ICMPv6NeighborAdvert {
 		return ErrNotNDP
 	}
-	if ip.HopLimit() != 255 {
+	if p.TTL != 255 {
 		return ErrHopLimit
 	}
 	if m.Code() != 0 {
 		return ErrCode
 	}
-	src, dst := ip.Src(), ip.Dst()
+	src, dst := p.Src.As16(), p.Dst.As16()
 	if !m.IsChecksumValid(&src, &dst) {
 		return ErrChecksum
 	}

@@ -15,6 +15,7 @@ import (
 	"gopasst/datapath/config/configtest"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
+	"gopasst/datapath/tap"
 	"gopasst/datapath/tap/taptest"
 )
 
@@ -88,7 +89,7 @@ func checkIPv6(t *testing.T, f []byte, macDst [6]byte, dst netip.Addr) header.IC
 func TestNA(t *testing.T) {
 	for _, target := range []string{"fe80::1", "2001:db8::99", "2001:db8:1:2::1"} {
 		out := taptest.New(1)
-		if err := Handle(testConfig(), &guest.State{}, out, ns(configtest.GuestLL, netip.MustParseAddr(target))); err != nil {
+		if err := handle(testConfig(), &guest.State{}, out, ns(configtest.GuestLL, netip.MustParseAddr(target))); err != nil {
 			t.Fatal(err)
 		}
 		if len(out.Frames()) != 1 {
@@ -121,7 +122,7 @@ func raOptions(t *testing.T, m []byte) map[byte][]byte {
 
 func TestRA(t *testing.T) {
 	out := taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out, rs(configtest.GuestLL)); err != nil {
+	if err := handle(testConfig(), &guest.State{}, out, rs(configtest.GuestLL)); err != nil {
 		t.Fatal(err)
 	}
 	if len(out.Frames()) != 1 {
@@ -161,7 +162,7 @@ func TestRA(t *testing.T) {
 	cfg.MTU = 0
 	cfg.AdvertiseDNS = false
 	out = taptest.New(1)
-	if err := Handle(cfg, &guest.State{}, out, rs(configtest.GuestLL)); err != nil {
+	if err := handle(cfg, &guest.State{}, out, rs(configtest.GuestLL)); err != nil {
 		t.Fatal(err)
 	}
 	o = raOptions(t, checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL))
@@ -172,7 +173,7 @@ func TestRA(t *testing.T) {
 	cfg = testConfig()
 	cfg.AdvertiseSearch = false
 	out = taptest.New(1)
-	_ = Handle(cfg, &guest.State{}, out, rs(configtest.GuestLL))
+	_ = handle(cfg, &guest.State{}, out, rs(configtest.GuestLL))
 	if o = raOptions(t, checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL)); o[optDNSSL] != nil || o[optRDNSS] == nil {
 		t.Errorf("DNSSL without search advertising")
 	}
@@ -181,7 +182,7 @@ func TestRA(t *testing.T) {
 func TestRAMulticast(t *testing.T) {
 	// RS from :: gets its answer on ff02::1.
 	out := taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out, rs(netip.IPv6Unspecified())); err != nil {
+	if err := handle(testConfig(), &guest.State{}, out, rs(netip.IPv6Unspecified())); err != nil {
 		t.Fatal(err)
 	}
 	checkIPv6(t, out.Frames()[0], [6]byte{0x33, 0x33, 0, 0, 0, 1}, netip.MustParseAddr("ff02::1"))
@@ -220,7 +221,7 @@ func TestNoAnswer(t *testing.T) {
 		"NA from guest":   {testConfig(), na},
 	} {
 		out := taptest.NewCounter(1)
-		if err := Handle(c.cfg, &guest.State{}, out, c.frame); err != nil || out.Count() != 0 {
+		if err := handle(c.cfg, &guest.State{}, out, c.frame); err != nil || out.Count() != 0 {
 			t.Errorf("%s: %v, %d frames", name, err, out.Count())
 		}
 		if name != "DAD" && name != "NA from guest" {
@@ -231,7 +232,7 @@ func TestNoAnswer(t *testing.T) {
 	}
 	cfg := testConfig()
 	cfg.NoNDP = true
-	if err := Handle(cfg, &guest.State{}, taptest.NewCounter(1), rs(configtest.GuestLL)); !errors.Is(err, ErrDisabled) {
+	if err := handle(cfg, &guest.State{}, taptest.NewCounter(1), rs(configtest.GuestLL)); !errors.Is(err, ErrDisabled) {
 		t.Errorf("--no-ndp: %v", err)
 	}
 }
@@ -269,12 +270,12 @@ func TestMalformed(t *testing.T) {
 		}(), ErrOption},
 	} {
 		out := taptest.NewCounter(1)
-		if err := Handle(testConfig(), &guest.State{}, out, c.frame); !errors.Is(err, c.want) || out.Count() != 0 {
+		if err := handle(testConfig(), &guest.State{}, out, c.frame); !errors.Is(err, c.want) || out.Count() != 0 {
 			t.Errorf("%s: %v (want %v), %d frames", name, err, c.want, out.Count())
 		}
 	}
 	for _, n := range []int{0, 13, 20, 54, 60} {
-		if err := Handle(testConfig(), &guest.State{}, taptest.NewCounter(1), good[:n]); err == nil {
+		if err := handle(testConfig(), &guest.State{}, taptest.NewCounter(1), good[:n]); err == nil {
 			t.Errorf("truncated to %d accepted", n)
 		}
 	}
@@ -311,7 +312,7 @@ func TestNoAllocs(t *testing.T) {
 	cfg, g, out := testConfig(), &guest.State{MAC: configtest.GuestMAC}, taptest.NewCounter(1)
 	r, s := rs(configtest.GuestLL), ns(configtest.GuestLL, configtest.OurLL)
 	if a := testing.AllocsPerRun(100, func() {
-		if Handle(cfg, g, out, r) != nil || Handle(cfg, g, out, s) != nil ||
+		if handle(cfg, g, out, r) != nil || handle(cfg, g, out, s) != nil ||
 			RA(cfg, g, out) != nil || Announce(cfg, g, out) != nil {
 			t.Fatal("error")
 		}
@@ -339,7 +340,7 @@ func FuzzHandle(f *testing.F) {
 			}
 		}
 		out := taptest.NewCounter(1)
-		_ = Handle(cfg, &guest.State{}, out, b)
+		_ = handle(cfg, &guest.State{}, out, b)
 		if out.Count() > 1 {
 			t.Fatal("more than one answer")
 		}
@@ -359,18 +360,27 @@ func FuzzOptions(f *testing.F) {
 // (testdata/kernel-*.hex, MAC 52:54:00:12:34:56).
 func TestKernel(t *testing.T) {
 	out := taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out, taptest.Captured(t, "kernel-rs")); err != nil {
+	if err := handle(testConfig(), &guest.State{}, out, taptest.Captured(t, "kernel-rs")); err != nil {
 		t.Fatal(err)
 	}
 	if m := checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL); m[0] != 134 {
 		t.Fatal("no RA")
 	}
 	out = taptest.New(1)
-	if err := Handle(testConfig(), &guest.State{}, out, taptest.Captured(t, "kernel-ns")); err != nil {
+	if err := handle(testConfig(), &guest.State{}, out, taptest.Captured(t, "kernel-ns")); err != nil {
 		t.Fatal(err)
 	}
 	m := checkIPv6(t, out.Frames()[0], configtest.GuestMAC, configtest.GuestLL)
 	if m[0] != 136 || netip.AddrFrom16([16]byte(m[8:24])) != configtest.OurLL {
 		t.Fatalf("NA % x", []byte(m))
 	}
+}
+
+// handle parses frame as the demultiplexer does, then answers it.
+func handle(cfg *config.Config, g *guest.State, out tap.Out, frame []byte) error {
+	p, err := taptest.Parsed(frame)
+	if err != nil {
+		return err
+	}
+	return Handle(cfg, g, out, p)
 }

@@ -10,14 +10,17 @@
 // its thread, so if it ever returned the runtime would end the thread
 // rather than reuse it elsewhere.
 //
-// Order of calls (see isolation's package doc for the whole start-up):
+// Order of calls (see isolation's package doc for the whole start-up; this
+// package does not import it: the caller passes isolation.Carry and
+// registers the worker with isolation.RegisterThread):
 //
-//	netns.Prepare(cfg)            // before isolation.User, in both processes
-//	isolation.User(cfg)           // the sandboxed process continues
-//	ns, err := netns.Open(cfg)    // spawn the command's namespaces or attach
-//	ns.Do(func() error { ... })   // tap device, netconf, splice sockets
+//	netns.Prepare(cfg, isolation.Carry) // before isolation.User, in both processes
+//	isolation.User(...)                 // the sandboxed process continues
+//	ns, err := netns.Open(cfg)          // spawn the command's namespaces or attach
+//	isolation.RegisterThread(ns.Do)     // stage 3 narrows the worker's capabilities too
+//	ns.Do(func() error { ... })         // tap device, netconf, splice sockets
 //	isolation.Prefork / Postfork
-//	ns.Release()                  // the command may start now
+//	ns.Release()                        // the command may start now
 //	loop: epoll on ns.FD(); when readable, ns.Check()
 package netns
 
@@ -31,13 +34,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gopasst/datapath/config"
-	"gopasst/isolation"
+	"gopasst/isolation/allow"
 )
-
-func init() {
-	isolation.Allow(isolation.Pasta, "waitid", "reaping the spawned command to exit with its status (Check)")
-	isolation.Allow(isolation.Pasta, "newfstatat", "polling a namespace file on procfs, where inotify cannot work (Check)")
-}
 
 // Names of the descriptors carried from the invoked process.
 const (
@@ -53,14 +51,18 @@ var prepared struct {
 	base                     string // name of the namespace file in dir
 }
 
-// Prepare registers with isolation.Carry what attaching needs and only the
-// invoked process can open: the target namespace file (whose
-// /proc/PID/ns/net may belong to another user, or to root), a pidfd of pasta
-// PID's process, and the watch on the namespace file's directory. Call it
-// before isolation.User in both processes; in the sandboxed process it picks
-// the descriptors up. It returns the first error.
-func Prepare(cfg *config.Config) error {
-	path, _ := isolation.TargetNS(cfg)
+// Carrier hands a descriptor that only the invoked process can open to the
+// sandboxed process: isolation.Carry.
+type Carrier func(name string, open func() (*os.File, error)) (*os.File, error)
+
+// Prepare registers with carry what attaching needs and only the invoked
+// process can open: the target namespace file (whose /proc/PID/ns/net may
+// belong to another user, or to root), a pidfd of pasta PID's process, and
+// the watch on the namespace file's directory. Call it before
+// isolation.User in both processes, with isolation.Carry; in the sandboxed
+// process it picks the descriptors up. It returns the first error.
+func Prepare(cfg *config.Config, carry0 Carrier) error {
+	path, _ := cfg.TargetNS()
 	if path == "" {
 		return nil
 	}
@@ -70,7 +72,7 @@ func Prepare(cfg *config.Config) error {
 			return nil
 		}
 		var f *os.File
-		f, err = isolation.Carry(name, open)
+		f, err = carry0(name, open)
 		return f
 	}
 	prepared.netns = carry(carryNetNS, func() (*os.File, error) {
@@ -162,7 +164,7 @@ func Open(cfg *config.Config) (*NS, error) {
 		return nil, errors.New("netns: not pasta")
 	}
 	ns := &NS{pidfd: -1, watchFD: -1, timerFD: -1, dirFD: -1}
-	if isolation.Spawning(cfg) {
+	if cfg.Spawning() {
 		if err := ns.spawn(cfg); err != nil {
 			return nil, err
 		}
@@ -201,8 +203,9 @@ func Open(cfg *config.Config) (*NS, error) {
 
 // startWorker starts the namespace worker: a goroutine locked to its thread,
 // moved into the network namespace fd (a namespace file or a pidfd), serving
-// Do requests for as long as the process lives. It registers the thread with
-// isolation so that stage 3 narrows its capabilities too.
+// Do requests for as long as the process lives. The caller registers the
+// thread with isolation.RegisterThread, so that stage 3 narrows its
+// capabilities too.
 func (ns *NS) startWorker(fd int) error {
 	ns.req = make(chan job)
 	started := make(chan error)
@@ -218,11 +221,7 @@ func (ns *NS) startWorker(fd int) error {
 			j.done <- j.fn()
 		}
 	}()
-	if err := <-started; err != nil {
-		return err
-	}
-	isolation.RegisterThread(ns.Do)
-	return nil
+	return <-started
 }
 
 // Do runs fn on the namespace worker's thread, inside the namespace, and
@@ -251,6 +250,13 @@ func (ns *NS) FD() int {
 	}
 	return ns.timerFD
 }
+
+// Reaping the command and polling a procfs namespace file happen in the
+// event loop, after the filter is in.
+var (
+	_ = allow.Syscall(allow.Pasta, "waitid", "netns: reaping the spawned command to exit with its status (NS.Check)")
+	_ = allow.Syscall(allow.Pasta, "newfstatat", "netns: polling a namespace file on procfs, where inotify cannot work (NS.Check)")
+)
 
 // Check is called when FD is readable. It returns done true when pasta must
 // exit, with the status to exit with: the command's (128 + signal number if

@@ -5,14 +5,13 @@ package netns
 import (
 	"testing"
 
-	"gopasst/datapath/config"
-	"gopasst/isolation"
+	"gopasst/isolation/allow"
 )
 
 // pasta's allow-list gains this package's calls; passt's does not.
 func TestAllowList(t *testing.T) {
-	has := func(mode config.Mode, name string) bool {
-		for _, v := range isolation.Verdicts(mode) {
+	has := func(mode allow.Mode, name string) bool {
+		for _, v := range allow.Verdicts(mode) {
 			if v.Name == name && v.Errno == 0 {
 				return true
 			}
@@ -20,10 +19,10 @@ func TestAllowList(t *testing.T) {
 		return false
 	}
 	for _, name := range []string{"waitid", "newfstatat"} {
-		if !has(config.ModePasta, name) {
+		if !has(allow.Pasta, name) {
 			t.Errorf("pasta: %s not allowed", name)
 		}
-		if has(config.ModePasst, name) {
+		if has(allow.Passt, name) {
 			t.Errorf("passt: %s allowed", name)
 		}
 	}

@@ -26,12 +26,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"gopasst/isolation"
+	"gopasst/datapath/sys"
 )
-
-func init() {
-	isolation.Allow(isolation.Both, "writev", "--pcap: record header and frame in one call (pcap.Writer)")
-}
 
 // File format constants (libpcap, "classic" format).
 const (
@@ -156,19 +152,14 @@ func (w *Writer) flush(n, total int) error {
 			w.iov[i].Base = nil
 		}
 	}()
-	for {
-		r, err := writev(w.fd, w.iov[:n])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("pcap: writev: %w", err)
-		}
-		if r != total {
-			return fmt.Errorf("pcap: short write, %d of %d bytes", r, total)
-		}
-		return nil
+	r, e := sys.WritevFile(w.fd, w.iov[:n])
+	if e != 0 {
+		return fmt.Errorf("pcap: writev: %w", e)
 	}
+	if r != total {
+		return fmt.Errorf("pcap: short write, %d of %d bytes", r, total)
+	}
+	return nil
 }
 
 // Close closes the capture file.

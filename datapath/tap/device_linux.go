@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"gopasst/batch"
 	"gopasst/datapath/logging"
+	"gopasst/datapath/sys"
 )
 
 // OffloadEnv names the environment variable that selects the tap's
@@ -119,15 +119,15 @@ type Pcap interface {
 // guest are queued in a preallocated pool and written one write(2) each at
 // Flush (a tap takes one frame per call), after their virtio-net header if
 // the tap has one (in the pool's headroom, so the frame never moves);
-// frames from the guest are read until EAGAIN into the caller's buffers,
-// their virtio-net headers into the device's own array.
+// frames from the guest are read, one read(2) or readv(2) each, into the
+// device's receive pool, their virtio-net headers into a scratch header.
 type Device struct {
 	fd    int
 	vnet  int  // virtio-net header length, 0 without IFF_VNET_HDR
 	noGSO bool // OffloadEnv "csum": no segmentation offload towards the guest either
 	out   *batch.Frames
 	pcap  Pcap
-	inHdr []VnetHdr
+	rx    [][]byte // receive pool: RxBatch buffers of MaxFrame bytes, made at the first Read
 	hdr   [16]byte // virtio-net header of the frame being read
 	iov   [2]unix.Iovec
 	Stats Stats
@@ -140,10 +140,11 @@ type Stats struct {
 	GSOIn, GSOOut, BadVnetIn        uint64 // segmentation offload frames; malformed headers
 }
 
-// MaxFrame is the largest frame either back end carries: 65535 bytes of IP
-// packet plus the Ethernet header. With segmentation offload this is also
-// the largest TCP super-frame either way (a tap's gso_max_size is 64 KiB).
-const MaxFrame = 65535 + 14
+// RxBatch is the size of the receive pool: the most frames one Read
+// returns.
+const RxBatch = 128
+
+var _ Backend = (*Device)(nil)
 
 // NewDevice wraps tap descriptor fd with an outgoing queue of queueLen
 // frames. Whether the tap has a virtio-net header is asked of the tap
@@ -160,16 +161,18 @@ func NewDevice(fd int, queueLen int, p Pcap) *Device {
 // frame on the tap, 0 if it has none.
 func (d *Device) VnetHdrLen() int { return d.vnet }
 
-// Offload implements Offloader: frames with partial checksums and TCP
-// segmentation can go to the guest when the tap has a virtio-net header.
-// Not while capturing: the capture would show partial checksums and
-// super-frames that never crossed a real link.
-func (d *Device) Offload() bool { return d.vnet > 0 && d.pcap == nil }
+// Offloads implements Out: with a virtio-net header, partial checksums
+// and, unless OffloadEnv says "csum", TCP and UDP segmentation. None while
+// capturing: the capture would show partial checksums and super-frames
+// that never crossed a real link.
+func (d *Device) Offloads() Offloads {
+	if d.vnet == 0 || d.pcap != nil {
+		return Offloads{}
+	}
+	return Offloads{Csum: true, TSO: !d.noGSO, USO: !d.noGSO}
+}
 
-// GSO implements Offloader.
-func (d *Device) GSO() bool { return !d.noGSO }
-
-// CommitOffload implements Offloader.
+// CommitOffload implements Out: the header goes into the slot's headroom.
 func (d *Device) CommitOffload(n int, h *VnetHdr) {
 	if d.vnet > 0 {
 		hr := d.out.Headroom(d.out.Len())
@@ -182,8 +185,28 @@ func (d *Device) CommitOffload(n int, h *VnetHdr) {
 	d.out.Commit(n)
 }
 
-// FD returns the tap descriptor, for the event loop.
+// FD returns the tap descriptor.
 func (d *Device) FD() int { return d.fd }
+
+// Watch implements Backend: the tap descriptor, for input and hang-up.
+func (d *Device) Watch(w Watcher) error {
+	return w.Watch(d.fd, unix.EPOLLIN|unix.EPOLLRDHUP, 0)
+}
+
+// Ready implements Backend: input means frames; a hang-up or error
+// without input means the tap is gone (its namespace was destroyed).
+func (d *Device) Ready(idx uint32, events uint32) (Event, error) {
+	if events&unix.EPOLLIN != 0 {
+		return EventFrames, nil
+	}
+	if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		return 0, errors.New("guest interface closed")
+	}
+	return 0, nil
+}
+
+// Close implements Backend.
+func (d *Device) Close() error { return unix.Close(d.fd) }
 
 // Frame implements Out. When the queue is full it is flushed first.
 func (d *Device) Frame() []byte {
@@ -217,11 +240,9 @@ func (d *Device) Commit(n int) {
 // Queued returns how many frames wait for Flush.
 func (d *Device) Queued() int { return d.out.Len() }
 
-// Flush implements Out: it writes every queued frame. The tap is
-// non-blocking: reads and writes use RawSyscall (see tcp's sys_linux.go
-// for why). A frame the kernel
-// refuses (the tap's queue is full: EAGAIN/ENOBUFS) is dropped and counted;
-// TCP recovers it by retransmission, as with a lossy link.
+// Flush implements Out: it writes every queued frame, one write(2) each
+// (sys.Write). A frame the kernel refuses (the tap's queue is full:
+// EAGAIN/ENOBUFS) is dropped and counted.
 func (d *Device) Flush() {
 	n := d.out.Len()
 	for i := 0; i < n; i++ {
@@ -229,53 +250,50 @@ func (d *Device) Flush() {
 			d.pcap.Write(d.out.Frame(i))
 		}
 		f := d.out.WithHeadroom(i)
-		for {
-			_, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(d.fd), uintptr(unsafe.Pointer(&f[0])), uintptr(len(f)))
-			if e == unix.EINTR {
-				continue
-			}
-			if e != 0 {
-				d.Stats.DroppedOut++
-			} else {
-				d.Stats.FramesOut++
-				d.Stats.BytesOut += uint64(len(f))
-			}
-			break
+		if _, e := sys.Write(d.fd, f); e != 0 {
+			d.Stats.DroppedOut++
+			continue
 		}
+		d.Stats.FramesOut++
+		d.Stats.BytesOut += uint64(len(f))
 	}
 	d.out.Reset()
 }
 
-// Read reads frames from the guest into bufs until the device has no more
-// or bufs are full, storing lengths in sizes. Each buffer receives a bare
-// Ethernet frame; the virtio-net headers, if the tap has them, are kept
-// for InHdrs. A TCP frame may be a segmentation offload super-frame (up to
-// MaxFrame bytes, its IP length covering all of it) with a partial
-// checksum: we write its payload to a socket and check no checksum, so it
-// needs no special handling.
-//
-// bufs: buffers of MaxFrame bytes; sizes: as many lengths. Returns how many
-// frames were read; err is nil on EAGAIN after at least zero frames.
-func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
-	if d.vnet > 0 && len(d.inHdr) < len(bufs) {
-		d.inHdr = make([]VnetHdr, len(bufs)) // once, at the first batch
+// Read implements Backend: it reads frames from the tap into the receive
+// pool until the tap has no more or len(frames) (at most RxBatch) are
+// read. Each view is a bare Ethernet frame; a virtio-net header, if the
+// tap has them, is checked and dropped (a malformed one is counted: the
+// frame itself is still whole, its headers are validated on their own,
+// only the offload hints are lost). A TCP frame may be a segmentation
+// offload super-frame (up to MaxFrame bytes, its IP length covering all of
+// it) with a partial checksum: its payload goes to a socket and no
+// checksum is checked, so it needs nothing special.
+func (d *Device) Read(frames [][]byte) (int, error) {
+	if d.rx == nil {
+		// Once, at the first read: a device used only to write (tests)
+		// never pays for the pool.
+		mem := make([]byte, RxBatch*MaxFrame)
+		d.rx = make([][]byte, RxBatch)
+		for i := range d.rx {
+			d.rx[i] = mem[i*MaxFrame : (i+1)*MaxFrame : (i+1)*MaxFrame]
+		}
 	}
-	for i := 0; i < len(bufs); {
-		b := bufs[i]
-		var r uintptr
+	want := min(len(frames), RxBatch)
+	for i := 0; i < want; {
+		b := d.rx[i]
+		var r int
 		var e unix.Errno
 		if d.vnet > 0 {
 			d.iov[0].Base = &d.hdr[0]
 			d.iov[0].SetLen(d.vnet)
 			d.iov[1].Base = &b[0]
 			d.iov[1].SetLen(len(b))
-			r, _, e = unix.RawSyscall(unix.SYS_READV, uintptr(d.fd), uintptr(unsafe.Pointer(&d.iov[0])), 2)
+			r, e = sys.Readv(d.fd, d.iov[:])
 		} else {
-			r, _, e = unix.RawSyscall(unix.SYS_READ, uintptr(d.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			r, e = sys.Read(d.fd, b)
 		}
 		switch {
-		case e == unix.EINTR:
-			continue
 		case e == unix.EAGAIN:
 			return i, nil
 		case e != 0:
@@ -283,7 +301,7 @@ func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
 		case r == 0:
 			return i, errors.New("tap read: end of file")
 		}
-		n := int(r)
+		n := r
 		if d.vnet > 0 {
 			if n < d.vnet {
 				d.Stats.BadVnetIn++
@@ -292,18 +310,12 @@ func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
 			n -= d.vnet
 			h, err := DecodeVnetHdr(d.hdr[:d.vnet], n)
 			if err != nil {
-				// The frame itself is still whole: its headers
-				// are validated on their own; only the offload
-				// hints are lost.
 				d.Stats.BadVnetIn++
-				h = VnetHdr{}
-			}
-			if h.GSOType != GSONone {
+			} else if h.GSOType != GSONone {
 				d.Stats.GSOIn++
 			}
-			d.inHdr[i] = h
 		}
-		sizes[i] = n
+		frames[i] = b[:n]
 		d.Stats.FramesIn++
 		d.Stats.BytesIn += uint64(n)
 		if d.pcap != nil {
@@ -311,10 +323,5 @@ func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
 		}
 		i++
 	}
-	return len(bufs), nil
+	return want, nil
 }
-
-// InHdrs returns the virtio-net headers of the frames of the last Read, in
-// order (nil without a virtio-net header). They stay valid until the next
-// Read.
-func (d *Device) InHdrs() []VnetHdr { return d.inHdr }

@@ -106,18 +106,3 @@ func DecodeVnetHdr(b []byte, frameLen int) (VnetHdr, error) {
 	}
 	return h, nil
 }
-
-// Offloader is implemented by back ends that take frames with offloads
-// towards the guest: partial checksums and TCP segmentation (a frame of
-// many segments, split or simply trusted by the guest's kernel).
-type Offloader interface {
-	Out
-	// Offload reports whether CommitOffload may be used.
-	Offload() bool
-	// GSO reports whether frames may carry many segments (else only
-	// partial checksums).
-	GSO() bool
-	// CommitOffload queues the first n bytes of the buffer last returned
-	// by Frame or Reserve, as Commit does, with the virtio-net header h.
-	CommitOffload(n int, h *VnetHdr)
-}

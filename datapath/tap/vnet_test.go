@@ -183,8 +183,8 @@ func rxPackets(t *testing.T, ns string) (pkts, errs int64) {
 func TestDeviceOffload(t *testing.T) {
 	fd, ns := tapNS(t, "", 1500)
 	d := NewDevice(fd, 4, nil)
-	if d.VnetHdrLen() != VnetHdrLen || !d.Offload() || !d.GSO() {
-		t.Fatalf("vnet header %d, offload %v, GSO %v: want %d, true, true", d.VnetHdrLen(), d.Offload(), d.GSO(), VnetHdrLen)
+	if o := d.Offloads(); d.VnetHdrLen() != VnetHdrLen || !o.Csum || !o.TSO || !o.USO {
+		t.Fatalf("vnet header %d, offloads %+v: want %d, all", d.VnetHdrLen(), o, VnetHdrLen)
 	}
 	p0, _ := rxPackets(t, ns)
 	n := superFrame(d.Frame(), 60000)
@@ -213,8 +213,8 @@ func TestDeviceOffload(t *testing.T) {
 
 	fd2, ns2 := tapNS(t, "off", 1500)
 	d2 := NewDevice(fd2, 4, nil)
-	if d2.VnetHdrLen() != 0 || d2.Offload() {
-		t.Fatalf("with %s=off: vnet header %d, offload %v", OffloadEnv, d2.VnetHdrLen(), d2.Offload())
+	if d2.VnetHdrLen() != 0 || d2.Offloads() != (Offloads{}) {
+		t.Fatalf("with %s=off: vnet header %d, offloads %+v", OffloadEnv, d2.VnetHdrLen(), d2.Offloads())
 	}
 	q0, _ := rxPackets(t, ns2)
 	n = superFrame(d2.Frame(), 1000)

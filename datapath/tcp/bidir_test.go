@@ -2,7 +2,7 @@
 // integrity test does), with an in-memory trace of every frame, dumped
 // when the guest's kernel hits a retransmission timeout.
 
-package tcp
+package tcp_test
 
 import (
 	"fmt"
@@ -15,38 +15,20 @@ import (
 	"time"
 
 	"gopasst/datapath/tap"
+	"gopasst/datapath/tcp"
 )
 
-// ringOut records every frame queued towards the guest in the world's ring.
-type ringOut struct {
-	*tap.Device
-	r *ring
-	h **Handler
-}
-
-// Commit records the frame and queues it.
-func (o *ringOut) Commit(n int) {
-	var b [1][]byte
-	o.Device.Reserve(b[:])
-	o.r.add(">guest " + describe(b[0][:n]) + o.stats())
-	o.Device.Commit(n)
-}
-
-// CommitOffload records the frame and queues it.
-func (o *ringOut) CommitOffload(n int, h *tap.VnetHdr) {
-	var b [1][]byte
-	o.Device.Reserve(b[:])
-	o.r.add(">guest " + describe(b[0][:n]) + o.stats())
-	o.Device.CommitOffload(n, h)
-}
-
-func (o *ringOut) stats() string {
-	h := *o.h
-	if h == nil {
-		return ""
+// ringRecorder returns the hook that records every frame queued towards
+// the guest in r, with the counters of the handler *h once it exists.
+func ringRecorder(r *ring, h **tcp.Handler) func(frame []byte, vh *tap.VnetHdr) {
+	return func(frame []byte, _ *tap.VnetHdr) {
+		stats := ""
+		if *h != nil {
+			s := (*h).Stats
+			stats = fmt.Sprintf(" {sw %d dup %d fr %d rto %d}", s.ShortWrites, s.DupAcks, s.FastRetrans, s.RTOs)
+		}
+		r.add(">guest " + describe(frame) + stats)
 	}
-	s := h.Stats
-	return fmt.Sprintf(" {sw %d dup %d fr %d rto %d}", s.ShortWrites, s.DupAcks, s.FastRetrans, s.RTOs)
 }
 
 // ring keeps the last lines of a trace.
@@ -98,8 +80,8 @@ func TestBidirTrace(t *testing.T) {
 		rounds = m
 	}
 	r := newRing(200000)
-	var hp *Handler
-	ringHook = func(w *world) tap.Out { return &ringOut{Device: w.dev, r: r, h: &hp} }
+	var hp *tcp.Handler
+	ringHook = func(w *world) func([]byte, *tap.VnetHdr) { return ringRecorder(r, &hp) }
 	defer func() { ringHook = nil }()
 	guestTrace = r
 	defer func() { guestTrace = nil }()

@@ -1,6 +1,6 @@
 // Integrity of bulk transfers both ways (SHA-256 at both ends) and the guest's retransmission counters.
 
-package tcp
+package tcp_test
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"gopasst/datapath/tap"
+	"gopasst/datapath/tcp"
 )
 
 // sendHashed writes n pseudo-random bytes to c, then half-closes it, and
@@ -147,8 +148,8 @@ func (w *world) transfer(t *testing.T, v6 bool, dir string, size int64) float64 
 	s := <-sent
 	if s.err != nil || err != nil {
 		w.halt()
-		for _, i := range w.h.active {
-			t.Logf("flow %d: %+v", i, w.h.conns[i])
+		for _, l := range w.h.DumpConns() {
+			t.Log(l)
 		}
 		t.Logf("%+v %+v", w.h.Stats, w.dev.Stats)
 		r, to := tcpCounters(t, w.ns)
@@ -182,7 +183,7 @@ func TestIntegrity(t *testing.T) {
 		t.Setenv(tap.OffloadEnv, mode)
 		for _, mtu := range mtus {
 			port := hostPort(t)
-			w := newWorld(t, mtu, func(h *Handler) {
+			w := newWorld(t, mtu, func(h *tcp.Handler) {
 				if err := h.ListenPort(netip.MustParseAddr("127.0.0.1"), port); err != nil {
 					t.Fatal(err)
 				}
@@ -216,7 +217,7 @@ func TestIntegrity(t *testing.T) {
 			if mode == "off" {
 				// Every data frame within the MSS: at least one frame
 				// per MSS of payload each way.
-				if ds.GSOIn != 0 || ds.GSOOut != 0 || w.h.off != nil {
+				if ds.GSOIn != 0 || ds.GSOOut != 0 || w.h.Offloading() {
 					t.Errorf("offloads off, but GSO frames in %d, out %d", ds.GSOIn, ds.GSOOut)
 				}
 				if mtu == 1500 && st.FramesOut < st.BytesOut/1460 {

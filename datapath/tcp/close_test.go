@@ -1,6 +1,6 @@
 // Many concurrent connections, every order of closing, half-close and resets.
 
-package tcp
+package tcp_test
 
 import (
 	"bytes"
@@ -208,8 +208,8 @@ func TestCloseOrders(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the last FIN and ACK cross
 	w.halt()
 	if w.h.Conns() != 0 {
-		for _, i := range w.h.active {
-			t.Logf("flow %d: %+v", i, w.h.conns[i])
+		for _, l := range w.h.DumpConns() {
+			t.Log(l)
 		}
 		t.Fatalf("%d connections left", w.h.Conns())
 	}

@@ -1,6 +1,6 @@
 // End-to-end handshake tests through a real guest kernel: echo both ways, refusals.
 
-package tcp
+package tcp_test
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gopasst/datapath/tcp"
 )
 
 // echoServer accepts on l and echoes every connection until EOF.
@@ -80,7 +82,7 @@ func TestRefused(t *testing.T) {
 // host's loopback; the guest's server echoes.
 func TestInboundEcho(t *testing.T) {
 	port := hostPort(t)
-	w := newWorld(t, 65520, func(h *Handler) {
+	w := newWorld(t, 65520, func(h *tcp.Handler) {
 		if err := h.ListenPort(netip.MustParseAddr("127.0.0.1"), port); err != nil {
 			t.Fatal(err)
 		}

@@ -98,7 +98,7 @@ func (h *Handler) build(f []byte, k *flow.Key, v6 bool, s *segment) int {
 			t[24], t[25], t[26], t[27] = header.TCPOptNOP, header.TCPOptNOP, header.TCPOptNOP, header.TCPOptNOP
 		}
 	}
-	if h.off != nil {
+	if h.csumOff {
 		// Checksum offload: the field holds the pseudo-header sum, as
 		// the kernel's own TSO leaves it (__tcp_v4_send_check); the
 		// guest's kernel trusts a partial checksum on local delivery
@@ -120,7 +120,7 @@ func (h *Handler) build(f []byte, k *flow.Key, v6 bool, s *segment) int {
 // n: the frame length from build; v6: the family; plen: its payload
 // length; mss: the guest's MSS.
 func (h *Handler) commit(n int, v6 bool, plen int, mss uint16) {
-	if h.off == nil {
+	if !h.csumOff {
 		h.out.Commit(n)
 		return
 	}
@@ -134,7 +134,7 @@ func (h *Handler) commit(n int, v6 bool, plen int, mss uint16) {
 	if plen > int(mss) && mss != 0 {
 		h.vh.GSOType, h.vh.GSOSize = gso, mss
 	}
-	h.off.CommitOffload(n, &h.vh)
+	h.out.CommitOffload(n, &h.vh)
 }
 
 // framePayload returns how many payload bytes one frame to connection c's
@@ -143,7 +143,7 @@ func (h *Handler) commit(n int, v6 bool, plen int, mss uint16) {
 // frame buffer).
 func (h *Handler) framePayload(c *conn) int {
 	mss := int(c.mss)
-	if h.off == nil || h.noGSO {
+	if !h.csumOff || h.noGSO {
 		return mss
 	}
 	l := min(65535-header.IPv4MinLen-header.TCPMinLen, tap.MaxFrame-hdrLen4)

@@ -16,6 +16,8 @@ import (
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
 	"gopasst/datapath/packet"
+	"gopasst/datapath/sys"
+	"gopasst/isolation/allow"
 )
 
 // FromGuest handles the guest's TCP packets of one batch, in arrival
@@ -113,6 +115,14 @@ func unicast(a netip.Addr) bool {
 	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && !(a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}))
 }
 
+// A guest SYN opens a host socket after the filter is in.
+var (
+	_ = allow.InetSocket(allow.Both, "tcp: the host socket of each outbound connection (Handler.open)")
+	_ = allow.Syscall(allow.Both, "setsockopt", "tcp: SO_BINDTODEVICE (--outbound-if) on a new connection's socket (Handler.bindOutbound)")
+	_ = allow.Syscall(allow.Both, "bind", "tcp: the -o source address of a new connection's socket (Handler.bindOutbound)")
+	_ = allow.Syscall(allow.Both, "close", "tcp: a socket whose connection could not be set up (Handler.open)")
+)
+
 // open starts an outbound connection for the guest's SYN p: a non-blocking
 // connect() from the host to the mapped destination. The guest sees a
 // SYN+ACK only once the connect succeeds, and a reset if it fails.
@@ -148,8 +158,8 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	} else {
 		mss = min(mss, mssMax4)
 	}
-	setInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	setInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, mss)
+	sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, mss)
 	if err := h.bindOutbound(fd, dst); err != nil {
 		logging.Debugf("tcp: %v", err)
 		unix.Close(fd)
@@ -196,12 +206,12 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 		}
 		sa, salen = unsafe.Pointer(&sa6), unsafe.Sizeof(sa6)
 	}
-	e := connectRaw(fd, sa, salen)
+	e := sys.Connect(fd, sa, salen)
 	if e == unix.EINPROGRESS && dst.IsLoopback() {
 		// Over loopback the handshake has run inside connect() already
 		// (softirq on the way out), though it still says EINPROGRESS:
 		// asking again saves a loop turn per connection (TCP_CRR).
-		switch e2 := connectRaw(fd, sa, salen); e2 {
+		switch e2 := sys.Connect(fd, sa, salen); e2 {
 		case unix.EISCONN:
 			e = 0
 		case unix.EALREADY, unix.EINPROGRESS:
@@ -227,12 +237,6 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 		return flow.None, false
 	}
 	return i, true
-}
-
-// putPort stores port in network byte order in a sockaddr's port field.
-func putPort(dst *uint16, port uint16) {
-	b := (*[2]byte)(unsafe.Pointer(dst))
-	b[0], b[1] = byte(port>>8), byte(port)
 }
 
 // bindOutbound binds a new host socket to the -o address and
@@ -288,7 +292,7 @@ func (h *Handler) establish(i flow.Index) {
 	c.retries = 0
 	h.l.Timers().Cancel(int32(i))
 	if h.peekOff {
-		if e := setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
+		if e := sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
 			h.reset(i)
 			return
 		}
@@ -322,7 +326,7 @@ func (h *Handler) synAckFromGuest(i flow.Index, p *packet.Packet, t header.TCP) 
 	c.retries = 0
 	h.l.Timers().Cancel(int32(i))
 	if h.peekOff {
-		if e := setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
+		if e := sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
 			h.reset(i)
 			return
 		}
@@ -389,7 +393,7 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 			forceAck = true
 			if c.flags&fKeepalive == 0 {
 				c.flags |= fKeepalive
-				setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+				sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 			}
 		}
 	}
@@ -459,7 +463,7 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 	if n > 0 {
 		h.msg.Iov = &h.iov[0]
 		h.msg.Iovlen = uint64(n)
-		w, e := sendmsg(int(c.fd), &h.msg, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		w, e := sys.Sendmsg(int(c.fd), &h.msg, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 		if e != 0 && e != unix.EAGAIN {
 			if e == unix.EPIPE {
 				// The peer is gone: ACK what we had, then reset.
@@ -486,7 +490,7 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 		h.markLost(i, runEnd)
 	}
 	if fin {
-		if e := shutdownWrite(int(c.fd)); e != 0 {
+		if e := sys.ShutdownWrite(int(c.fd)); e != 0 {
 			h.reset(i)
 			return
 		}
@@ -593,7 +597,7 @@ func (h *Handler) ackFromGuest(i flow.Index, ack uint32, wnd uint16, dup bool) {
 			n--
 		}
 		if n > 0 {
-			r, e := discard(int(c.fd), int(n))
+			r, e := sys.Discard(int(c.fd), int(n))
 			if e != 0 || r != int(n) {
 				logging.Debugf("tcp: flow %d: discarding %d acknowledged bytes: %d, %v", i, n, r, e)
 				h.reset(i)
@@ -645,7 +649,7 @@ func (h *Handler) rewind(i flow.Index) {
 	}
 	c.seqToTap = c.seqAckFromTap
 	if h.peekOff {
-		setInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
+		sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
 	}
 	c.flags |= fHostData
 }
@@ -661,7 +665,7 @@ func (h *Handler) updateWindow(i flow.Index) bool {
 	c := &h.conns[i]
 	fd := int(c.fd)
 	var free uint32
-	if e := memInfo(fd, &h.mi); e != 0 {
+	if e := sys.MemInfo(fd, &h.mi); e != 0 {
 		free = initWnd
 	} else {
 		sndbuf := h.mi[unix.SK_MEMINFO_SNDBUF]
@@ -673,7 +677,7 @@ func (h *Handler) updateWindow(i flow.Index) bool {
 		// buffer size, skb overhead included: convert free memory to
 		// payload bytes with the overhead the queue shows now.
 		if free > 0 && queued > 0 {
-			if outq, e := outQueue(fd); e == 0 && outq > 0 && uint32(outq) < queued {
+			if outq, e := sys.OutQueue(fd); e == 0 && outq > 0 && uint32(outq) < queued {
 				free = uint32(uint64(free) * uint64(outq) / uint64(queued))
 			}
 		}

@@ -5,13 +5,12 @@
 package tcp
 
 import (
-	"unsafe"
-
 	"golang.org/x/sys/unix"
 
 	"gopasst/datapath/flow"
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
+	"gopasst/datapath/sys"
 )
 
 // sockEvent handles the epoll events of a connection's socket.
@@ -27,7 +26,7 @@ func (h *Handler) sockEvent(r loop.Ref, ev uint32) {
 	c.flags |= fActive
 	if c.events&tapSynRcvd != 0 {
 		// connect() finished, one way or the other.
-		soErr, e := getInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		soErr, e := sys.GetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 || e != 0 || soErr != 0 {
 			logging.Debugf("tcp: flow %d: connect: %v", i, unix.Errno(soErr))
 			h.refuse(i)
@@ -39,7 +38,7 @@ func (h *Handler) sockEvent(r loop.Ref, ev uint32) {
 		return
 	}
 	if ev&unix.EPOLLERR != 0 {
-		soErr, _ := getInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		soErr, _ := sys.GetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		logging.Debugf("tcp: flow %d: socket error: %v", i, unix.Errno(soErr))
 		h.reset(i)
 		return
@@ -164,7 +163,7 @@ func (h *Handler) sendData(i flow.Index) int {
 		}
 		h.msg.Iov = &h.iov[0]
 		h.msg.Iovlen = uint64(j)
-		r, e := recvmsg(int(c.fd), &h.msg, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		r, e := sys.Recvmsg(int(c.fd), &h.msg, unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		h.Stats.Peeks++
 		if e == unix.EAGAIN {
 			h.Stats.PeekDrained++
@@ -312,10 +311,4 @@ func (h *Handler) onTimer(id int32, now int64) {
 		}
 		h.armRTO(i)
 	}
-}
-
-// sockaddrPort returns the port of a raw socket address.
-func sockaddrPort(p *uint16) uint16 {
-	b := (*[2]byte)(unsafe.Pointer(p))
-	return uint16(b[0])<<8 | uint16(b[1])
 }

@@ -1,6 +1,6 @@
 // iperf3 measurements through the in-process harness (opt-in: GOPASST_IPERF=1).
 
-package tcp
+package tcp_test
 
 import (
 	"encoding/json"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"gopasst/datapath/tcp"
 )
 
 // iperfResult is the part of iperf3's JSON output we read.
@@ -96,7 +98,7 @@ func TestIperf(t *testing.T) {
 	}
 	for _, mtu := range mtus {
 		port := hostPort(t)
-		w := newWorld(t, mtu, func(h *Handler) {
+		w := newWorld(t, mtu, func(h *tcp.Handler) {
 			if err := h.ListenPort(netip.MustParseAddr("127.0.0.1"), port); err != nil {
 				t.Fatal(err)
 			}

@@ -16,6 +16,7 @@ import (
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
+	"gopasst/datapath/sys"
 )
 
 // listener is one listening socket and where its connections go.
@@ -134,7 +135,7 @@ func (h *Handler) listenEvent(r loop.Ref, ev uint32) {
 	}
 	l := &h.listeners[li]
 	for n := 0; n < acceptBatch; n++ {
-		fd, e := accept4(l.fd, &h.sa)
+		fd, e := sys.Accept4(l.fd, &h.sa)
 		if e == unix.EAGAIN || e == unix.ECONNABORTED {
 			return
 		}
@@ -158,12 +159,12 @@ func (h *Handler) accepted(l *listener, fd int) {
 		sa := (*unix.RawSockaddrInet6)(unsafePointer(&h.sa))
 		peer, pport = netip.AddrFrom16(sa.Addr).Unmap(), sockaddrPort(&sa.Port)
 	default:
-		closeRST(fd)
+		sys.CloseRST(fd)
 		return
 	}
 	src, ok := nat.ToGuest(h.cfg, h.g, peer)
 	if !ok {
-		closeRST(fd)
+		sys.CloseRST(fd)
 		return
 	}
 	dst := l.taddr
@@ -171,17 +172,17 @@ func (h *Handler) accepted(l *listener, fd int) {
 		dst = nat.GuestDst(h.cfg, h.g, src)
 	}
 	if !dst.IsValid() || dst.Is4() != src.Is4() {
-		closeRST(fd)
+		sys.CloseRST(fd)
 		return
 	}
 	key := flow.Key{Proto: header.ProtoTCP, Src: dst.As16(), Dst: src.As16(), SrcPort: l.to, DstPort: pport}
 	i, err := h.alloc(&key)
 	if err != nil {
 		logging.Debugf("tcp: inbound %v:%d: %v", peer, pport, err)
-		closeRST(fd)
+		sys.CloseRST(fd)
 		return
 	}
-	setInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c := &h.conns[i]
 	c.fd = int32(fd)
 	c.v6 = src.Is6()

@@ -29,14 +29,14 @@ func TestDupAcksUntilDroppedDataResent(t *testing.T) {
 	// call, and forgets them.
 	acks := func() []uint32 {
 		var a []uint32
-		for k := 0; k < u.out.n; k++ {
-			tcp := u.out.tcp(t, k)
+		for k := 0; k < u.out.Queued(); k++ {
+			tcp := queuedTCP(t, u.out, k)
 			if tcp.Flags() != flagACK || tcp.PayloadLen() != 0 {
 				t.Fatalf("frame %d: flags %#x, %d bytes", k, tcp.Flags(), tcp.PayloadLen())
 			}
 			a = append(a, tcp.Ack())
 		}
-		u.out.n = 0
+		u.out.Flush()
 		return a
 	}
 	want := func(step string, got []uint32, ack uint32, n int) {

@@ -16,35 +16,16 @@ import (
 	"gopasst/datapath/header"
 	"gopasst/datapath/packet"
 	"gopasst/datapath/tap"
+	"gopasst/datapath/tap/taptest"
 )
 
-// fakeOffOut is a fakeOut that takes offloads and records the virtio-net
-// header of every frame.
-type fakeOffOut struct {
-	*fakeOut
-	hdrs []tap.VnetHdr
-	gso  bool
-}
-
-func (o *fakeOffOut) Offload() bool { return true }
-func (o *fakeOffOut) GSO() bool     { return o.gso }
-
-func (o *fakeOffOut) Commit(n int) {
-	o.hdrs[o.n] = tap.VnetHdr{}
-	o.fakeOut.Commit(n)
-}
-
-func (o *fakeOffOut) CommitOffload(n int, h *tap.VnetHdr) {
-	o.hdrs[o.n] = *h
-	o.fakeOut.Commit(n)
-}
-
-// newOffloadWorld is newUnitWorld with a back end that takes offloads.
-func newOffloadWorld(t testing.TB, gso bool) (*unitWorld, *fakeOffOut) {
-	fo := &fakeOffOut{fakeOut: newFakeOut(64), hdrs: make([]tap.VnetHdr, 64), gso: gso}
-	u := newUnitWorldOut(t, fo)
-	u.out = fo.fakeOut
-	return u, fo
+// newOffloadWorld is newUnitWorld with a back end that takes offloads
+// (TCP segmentation if gso) and records the virtio-net header of every
+// frame (QueuedHdr). Returns the world and its back end.
+func newOffloadWorld(t testing.TB, gso bool) (*unitWorld, *taptest.Backend) {
+	o := taptest.NewCounter(64)
+	o.SetOffloads(tap.Offloads{Csum: true, TSO: gso})
+	return newUnitWorldOut(t, o), o
 }
 
 // completeChecksum does what the guest's kernel does with a partial
@@ -74,18 +55,18 @@ func TestOffloadGSOToGuest(t *testing.T) {
 		if n, err := unix.Write(hfd, data); n != size {
 			t.Fatalf("host write: %d, %v", n, err)
 		}
-		for i := 0; i < 50 && u.out.n == 0; i++ {
+		for i := 0; i < 50 && u.out.Queued() == 0; i++ {
 			u.l.Turn(10 * time.Millisecond)
 		}
-		if u.out.n == 0 {
+		if u.out.Queued() == 0 {
 			t.Fatal("no frames to the guest")
 		}
 		got := 0
 		seq := hseq
-		for i := 0; i < u.out.n; i++ {
-			f := u.out.bufs[i][:u.out.lens[i]]
-			h := fo.hdrs[i]
-			tcp := u.out.tcp(t, i)
+		for i := 0; i < u.out.Queued(); i++ {
+			f := u.out.QueuedFrame(i)
+			h := fo.QueuedHdr(i)
+			tcp := queuedTCP(t, u.out, i)
 			pl := tcp.PayloadLen()
 			if h.Flags != tap.VnetNeedsCsum || h.CsumStart != 34 || h.CsumOffset != 16 || h.HdrLen != 54 {
 				t.Fatalf("frame %d: virtio-net header %+v", i, h)
@@ -99,7 +80,7 @@ func TestOffloadGSOToGuest(t *testing.T) {
 				t.Fatalf("frame %d: one segment marked GSO %+v", i, h)
 			case len(f)-14 > 65535:
 				t.Fatalf("frame %d: IP packet of %d bytes", i, len(f)-14)
-			case i < u.out.n-1 && pl%1460 != 0:
+			case i < u.out.Queued()-1 && pl%1460 != 0:
 				t.Fatalf("frame %d: %d bytes, not whole segments", i, pl)
 			}
 			if tcp.Seq() != seq {
@@ -118,10 +99,10 @@ func TestOffloadGSOToGuest(t *testing.T) {
 			got += pl
 			seq += uint32(pl)
 		}
-		if gso && u.out.n > 4 {
-			t.Errorf("GSO: %d frames for %d bytes", u.out.n, got)
+		if gso && u.out.Queued() > 4 {
+			t.Errorf("GSO: %d frames for %d bytes", u.out.Queued(), got)
 		}
-		t.Logf("gso %v: %d bytes in %d frames", gso, got, u.out.n)
+		t.Logf("gso %v: %d bytes in %d frames", gso, got, u.out.Queued())
 	}
 }
 
@@ -158,8 +139,8 @@ func TestOffloadFromGuest(t *testing.T) {
 			t.Fatalf("byte %d differs", i)
 		}
 	}
-	if u.out.n != 1 || u.out.tcp(t, 0).Ack() != gseq+plen {
-		t.Fatalf("%d frames, want one ACK of %d", u.out.n, gseq+plen)
+	if u.out.Queued() != 1 || queuedTCP(t, u.out, 0).Ack() != gseq+plen {
+		t.Fatalf("%d frames, want one ACK of %d", u.out.Queued(), gseq+plen)
 	}
 }
 
@@ -186,21 +167,21 @@ func TestOffloadSteadyStateAllocs(t *testing.T) {
 		if n, _ := unix.Read(hfd, rbuf); n != plen {
 			bad = "host read"
 		}
-		u.out.n = 0
+		u.out.Flush()
 		unix.Write(hfd, wbuf)
-		for i := 0; i < 10 && u.out.n == 0; i++ {
+		for i := 0; i < 10 && u.out.Queued() == 0; i++ {
 			u.l.Turn(10 * time.Millisecond)
 		}
-		if u.out.n != 1 || u.out.tcp(t, 0).PayloadLen() != plen {
+		if u.out.Queued() != 1 || queuedTCP(t, u.out, 0).PayloadLen() != plen {
 			bad = "host data not sent as one GSO frame"
 		}
 		hseq += plen
-		u.out.n = 0
+		u.out.Flush()
 		tcp = header.TCP(ap[0].L4Bytes())
 		tcp.SetSeq(gseq)
 		tcp.SetAck(hseq)
 		u.h.FromGuest(ap)
-		u.out.n = 0
+		u.out.Flush()
 	}
 	step()
 	allocs := testing.AllocsPerRun(300, step)

@@ -15,7 +15,9 @@ import (
 	"gopasst/datapath/guest"
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
+	"gopasst/datapath/sys"
 	"gopasst/datapath/tap"
+	"gopasst/isolation/allow"
 )
 
 // Connection events: what has happened on each side. The state of a
@@ -89,12 +91,12 @@ type Stats struct {
 // Handler translates TCP between the guest and host sockets. It runs on
 // the loop's thread only.
 type Handler struct {
-	cfg *config.Config
-	g   *guest.State
-	out tap.Out
-	off tap.Offloader // out, if it takes offloads (see commit); else nil
-	l   *loop.Loop
-	ft  *flow.Table
+	cfg     *config.Config
+	g       *guest.State
+	out     tap.Out
+	csumOff bool // out takes partial checksums (and segmentation unless noGSO), see commit
+	l       *loop.Loop
+	ft      *flow.Table
 
 	conns   []conn
 	closing []flow.Index
@@ -181,9 +183,9 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		h.actPos[i] = -1
 		h.conns[i].fd = -1
 	}
-	if o, ok := out.(tap.Offloader); ok && o.Offload() {
-		h.off = o
-		h.noGSO = !o.GSO()
+	if o := out.Offloads(); o.Csum || o.TSO {
+		h.csumOff = true
+		h.noGSO = !o.TSO
 	}
 	h.msg.Iov = &h.iov[0]
 	mtu := cfg.MTU
@@ -242,10 +244,10 @@ func (h *Handler) probe() error {
 			}
 			return fmt.Errorf("tcp: probe socket: %w", err)
 		}
-		if e := setInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
+		if e := sys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
 			h.peekOff = false
 		}
-		if n, e := tcpInfo(fd, &h.ti); e == 0 {
+		if n, e := sys.TCPInfo(fd, &h.ti); e == 0 {
 			h.infoLen = n
 		}
 		unix.Close(fd)
@@ -277,6 +279,8 @@ func (h *Handler) alloc(k *flow.Key) (flow.Index, error) {
 	return i, nil
 }
 
+var _ = allow.Syscall(allow.Both, "close", "tcp: closing the socket of an ended connection (Handler.closeConn)")
+
 // closeConn ends connection i: the guest-side key stops matching at once,
 // the socket is closed (with a reset if rst) and the slot freed at the end
 // of the turn, so that later events of this turn find it marked closed.
@@ -290,7 +294,7 @@ func (h *Handler) closeConn(i flow.Index, rst bool) {
 	h.l.Timers().Cancel(int32(i))
 	if c.fd >= 0 {
 		if rst {
-			closeRST(int(c.fd))
+			sys.CloseRST(int(c.fd))
 		} else {
 			unix.Close(int(c.fd))
 		}

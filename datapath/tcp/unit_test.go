@@ -1,4 +1,6 @@
-// Unit tests with a fake guest (hand-built segments, a recording tap.Out) and real host sockets, and the allocation test of the steady state.
+// Unit tests with a fake guest (hand-built segments, taptest's recording
+// back end) and real host sockets, and the allocation test of the steady
+// state.
 
 package tcp
 
@@ -16,78 +18,39 @@ import (
 	"gopasst/datapath/header"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/packet"
-	"gopasst/datapath/tap"
+	"gopasst/datapath/tap/taptest"
 )
 
-// fakeOut records frames towards the guest; the test inspects and drops
-// them (Flush only happens when the pool runs out).
-type fakeOut struct {
-	bufs [][]byte
-	lens []int
-	n    int
-}
-
-func newFakeOut(n int) *fakeOut {
-	o := &fakeOut{bufs: make([][]byte, n), lens: make([]int, n)}
-	for i := range o.bufs {
-		o.bufs[i] = make([]byte, tap.MaxFrame)
-	}
-	return o
-}
-
-func (o *fakeOut) Frame() []byte {
-	if o.n == len(o.bufs) {
-		o.Flush()
-	}
-	return o.bufs[o.n]
-}
-
-func (o *fakeOut) Commit(n int) { o.lens[o.n] = n; o.n++ }
-
-func (o *fakeOut) Reserve(b [][]byte) int {
-	if len(o.bufs)-o.n < len(b) {
-		o.Flush()
-	}
-	k := min(len(b), len(o.bufs)-o.n)
-	for i := 0; i < k; i++ {
-		b[i] = o.bufs[o.n+i]
-	}
-	return k
-}
-
-func (o *fakeOut) Flush() { o.n = 0 }
-
-// frame returns committed frame i as a TCP view.
-func (o *fakeOut) tcp(t testing.TB, i int) header.TCP {
-	var g guest.State
-	p, ok := parseFrame(o.bufs[i][:o.lens[i]], &g)
-	if !ok {
-		t.Fatalf("frame %d is not TCP", i)
+// queuedTCP returns frame i queued towards the guest (not flushed yet) as
+// a TCP view, failing t if it is not a TCP frame.
+func queuedTCP(t testing.TB, o *taptest.Backend, i int) header.TCP {
+	t.Helper()
+	p, err := packet.Parse(o.QueuedFrame(i))
+	if err != nil || p.Proto != header.ProtoTCP {
+		t.Fatalf("frame %d is not TCP: %v", i, err)
 	}
 	return header.TCP(p.L4Bytes())
 }
 
-// unitWorld is a handler with a fake guest and real host sockets on
-// loopback, the loop turned by the test itself.
+// unitWorld is a handler with a fake guest (taptest's back end: the test
+// inspects the frames queued towards the guest and drops them with Flush)
+// and real host sockets on loopback, the loop turned by the test itself.
 type unitWorld struct {
 	cfg config.Config
 	g   guest.State
 	l   *loop.Loop
 	ft  *flow.Table
-	out *fakeOut
+	out *taptest.Backend
 	h   *Handler
 }
 
-func newUnitWorld(t testing.TB) *unitWorld {
-	o := newFakeOut(64)
-	u := newUnitWorldOut(t, o)
-	u.out = o
-	return u
-}
+// newUnitWorld returns a unit world whose back end takes no offloads and
+// allocates nothing.
+func newUnitWorld(t testing.TB) *unitWorld { return newUnitWorldOut(t, taptest.NewCounter(64)) }
 
 // newUnitWorldOut is newUnitWorld with frames to the guest going to out.
-func newUnitWorldOut(t testing.TB, out tap.Out) *unitWorld {
-	u := &unitWorld{}
+func newUnitWorldOut(t testing.TB, out *taptest.Backend) *unitWorld {
+	u := &unitWorld{out: out}
 	u.cfg = config.Config{Mode: config.ModePasta, MTU: 65520, OurMAC: config.DefaultMAC}
 	u.cfg.V4 = config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4}
 	u.cfg.V6 = config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6}
@@ -116,8 +79,7 @@ func guestFrame(f []byte, sport, dport uint16, seq, ack uint32, flags uint8, wnd
 	header.EncodeTCP(tcp, header.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: wnd, OptLen: len(opts)})
 	copy(tcp[20:], opts)
 	binary.BigEndian.PutUint16(tcp[16:], checksum.Checksum(tcp, checksum.PseudoHeaderIPv4(guest4.As4(), gw4.As4(), 6, uint16(tcpLen))))
-	var g guest.State
-	p, _ := parseFrame(f[:34+tcpLen], &g)
+	p, _ := packet.Parse(f[:34+tcpLen])
 	return p
 }
 
@@ -150,13 +112,13 @@ func (u *unitWorld) handshakeMSS(t testing.TB, lfd int, port uint16, mss uint16)
 	opts := []byte{2, 4, byte(mss >> 8), byte(mss), 1, 3, 3, 7} // MSS, NOP, WS 7
 	p := guestFrame(f, 40000, port, 1000, 0, flagSYN, 65535, opts, 0)
 	u.h.FromGuest([]packet.Packet{p})
-	for i := 0; i < 50 && u.out.n == 0; i++ {
+	for i := 0; i < 50 && u.out.Queued() == 0; i++ {
 		u.l.Turn(10 * time.Millisecond)
 	}
-	if u.out.n != 1 {
-		t.Fatalf("%d frames after SYN, want a SYN+ACK", u.out.n)
+	if u.out.Queued() != 1 {
+		t.Fatalf("%d frames after SYN, want a SYN+ACK", u.out.Queued())
 	}
-	sa := u.out.tcp(t, 0)
+	sa := queuedTCP(t, u.out, 0)
 	if sa.Flags() != flagSYN|flagACK || sa.Ack() != 1001 {
 		t.Fatalf("answer to SYN: flags %#x ack %d", sa.Flags(), sa.Ack())
 	}
@@ -164,7 +126,7 @@ func (u *unitWorld) handshakeMSS(t testing.TB, lfd int, port uint16, mss uint16)
 	if err != nil || o.MSS != 61440 || o.WS != ourWS {
 		t.Fatalf("SYN+ACK options %+v, %v", o, err)
 	}
-	u.out.n = 0
+	u.out.Flush()
 	hseq = sa.Seq() + 1
 	p = guestFrame(f, 40000, port, 1001, hseq, flagACK, 65535, nil, 0)
 	u.h.FromGuest([]packet.Packet{p})
@@ -182,20 +144,20 @@ func TestRefusedUnit(t *testing.T) {
 	port := hostPort(t)
 	f := make([]byte, 200)
 	u.h.FromGuest([]packet.Packet{guestFrame(f, 40001, port, 5, 0, flagSYN, 65535, nil, 0)})
-	for i := 0; i < 50 && u.out.n == 0; i++ {
+	for i := 0; i < 50 && u.out.Queued() == 0; i++ {
 		u.l.Turn(10 * time.Millisecond)
 	}
-	if u.out.n != 1 {
-		t.Fatalf("%d frames, want one RST", u.out.n)
+	if u.out.Queued() != 1 {
+		t.Fatalf("%d frames, want one RST", u.out.Queued())
 	}
-	r := u.out.tcp(t, 0)
+	r := queuedTCP(t, u.out, 0)
 	if r.Flags() != flagRST|flagACK || r.Ack() != 6 {
 		t.Fatalf("flags %#x ack %d, want RST+ACK 6", r.Flags(), r.Ack())
 	}
 	// A stray segment of no connection gets a reset too.
-	u.out.n = 0
+	u.out.Flush()
 	u.h.FromGuest([]packet.Packet{guestFrame(f, 40002, port, 5, 77, flagACK, 65535, nil, 0)})
-	if u.out.n != 1 || u.out.tcp(t, 0).Flags() != flagRST || u.out.tcp(t, 0).Seq() != 77 {
+	if u.out.Queued() != 1 || queuedTCP(t, u.out, 0).Flags() != flagRST || queuedTCP(t, u.out, 0).Seq() != 77 {
 		t.Fatalf("stray ACK not answered with RST at its ACK")
 	}
 }
@@ -225,25 +187,25 @@ func TestSteadyStateAllocs(t *testing.T) {
 		if n, _ := unix.Read(hfd, rbuf); n != plen {
 			bad = "host read"
 		}
-		if u.out.n != 1 || u.out.tcp(t, 0).Ack() != gseq {
+		if u.out.Queued() != 1 || queuedTCP(t, u.out, 0).Ack() != gseq {
 			bad = "guest data not acknowledged"
 		}
-		u.out.n = 0
+		u.out.Flush()
 		// Host to guest, and the guest's ACK.
 		unix.Write(hfd, wbuf)
-		for i := 0; i < 10 && u.out.n == 0; i++ {
+		for i := 0; i < 10 && u.out.Queued() == 0; i++ {
 			u.l.Turn(10 * time.Millisecond)
 		}
-		if u.out.n != 1 || u.out.tcp(t, 0).PayloadLen() != plen || u.out.tcp(t, 0).Seq() != hseq {
+		if u.out.Queued() != 1 || queuedTCP(t, u.out, 0).PayloadLen() != plen || queuedTCP(t, u.out, 0).Seq() != hseq {
 			bad = "host data not sent"
 		}
 		hseq += plen
-		u.out.n = 0
+		u.out.Flush()
 		tcp = header.TCP(ap[0].L4Bytes())
 		tcp.SetSeq(gseq)
 		tcp.SetAck(hseq)
 		u.h.FromGuest(ap)
-		u.out.n = 0
+		u.out.Flush()
 	}
 	step()
 	allocs := testing.AllocsPerRun(500, step)

@@ -1,6 +1,6 @@
 // A receiver that stops reading, on either side: no spinning, no loss.
 
-package tcp
+package tcp_test
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"gopasst/datapath/tcp"
 )
 
 // TestZeroWindow: a receiver that stops reading must not make the
@@ -17,7 +19,7 @@ import (
 // host stops reading (our window to the guest closes).
 func TestZeroWindow(t *testing.T) {
 	port := hostPort(t)
-	w := newWorld(t, 65520, func(h *Handler) {
+	w := newWorld(t, 65520, func(h *tcp.Handler) {
 		if err := h.ListenPort(netip.MustParseAddr("127.0.0.1"), port); err != nil {
 			t.Fatal(err)
 		}

@@ -118,7 +118,7 @@ func (g *gsoMsgs) count(from, to int) uint64 {
 // segment for this socket (no UDP_SEGMENT: EINVAL or ENOPROTOOPT; a segment
 // larger than the path MTU: EINVAL; a device or transform without
 // checksum offload: EIO), so that the datagrams must go one by one.
-func gsoRefused(err error) bool {
+func gsoRefused(err unix.Errno) bool {
 	switch err {
 	case unix.EINVAL, unix.EIO, unix.EOPNOTSUPP, unix.ENOPROTOOPT, unix.EMSGSIZE:
 		return true

@@ -1,5 +1,5 @@
 // Test scaffolding: a private network namespace per test, the test
-// configuration, a rig around taptest.Out and guest packet builders.
+// configuration, a rig around taptest.Backend and guest packet builders.
 package udp
 
 import (
@@ -63,7 +63,7 @@ func testConfig() *config.Config {
 type rig struct {
 	cfg *config.Config
 	g   *guest.State
-	out *taptest.Out
+	out *taptest.Backend
 	l   *loop.Loop
 	ft  *flow.Table
 	h   *Handler

@@ -8,13 +8,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"gopasst/batch"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/fwd"
 	"gopasst/datapath/header"
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
+	"gopasst/datapath/sys"
 )
 
 // listener is one listening socket of a forwarding rule.
@@ -149,7 +149,7 @@ func (h *Handler) listenEvent(r loop.Ref, events uint32) {
 		// A listener sends nothing itself; whatever is queued is of no
 		// flow's concern. Read it so that EPOLLERR stops.
 		for j := 0; j < maxErrors; j++ {
-			if _, _, err := h.eq.read(ln.fd); err != nil {
+			if _, _, e := h.eq.read(ln.fd); e != 0 {
 				break
 			}
 		}
@@ -181,8 +181,8 @@ func (h *Handler) readListener(ln *listener) {
 			h.lrecv.Hdrs[j].Hdr.SetControllen(ctrlLen)
 		}
 		h.lrecv.ResetNames(n)
-		m, err := batch.Recvmmsg(ln.fd, h.lrecv, n, unix.MSG_DONTWAIT)
-		if err != nil || m == 0 {
+		m, e := sys.Recvmmsg(ln.fd, h.lrecv.Hdrs[:n], unix.MSG_DONTWAIT)
+		if e != 0 || m == 0 {
 			return
 		}
 		w := 0
@@ -221,7 +221,7 @@ func (h *Handler) readListener(ln *listener) {
 			if w != j || to != hdr {
 				copy(h.frames[w][to:to+dl], h.frames[j][hdr:hdr+dl])
 			}
-			h.commit(ep.v6, h.fill(ep, h.frames[w], dl, h.off != nil), dl, 1)
+			h.commit(ep.v6, h.fill(ep, h.frames[w], dl, h.csumOff), dl, 1)
 			w++
 		}
 		h.Stats.ToGuest += uint64(w)

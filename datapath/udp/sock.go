@@ -9,16 +9,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"gopasst/isolation"
+	"gopasst/isolation/allow"
 )
 
-func init() {
-	isolation.AllowInetSocket(isolation.Both, "UDP: a host socket for each new flow (guest datagram to a new 4-tuple, or a new peer on a -u port)")
-	isolation.Allow(isolation.Both, "setsockopt", "UDP: SO_REUSEADDR, IP(V6)_RECVERR, IPV6_V6ONLY, buffer sizes, SO_BINDTODEVICE on new flow sockets; IP_TTL/IPV6_UNICAST_HOPS when the guest's TTL changes")
-	isolation.Allow(isolation.Both, "bind", "UDP: flow sockets bind the guest's source port (-o address), reply sockets the address a peer reached")
-	isolation.Allow(isolation.Both, "connect", "UDP: flow sockets connect to their peer, so the kernel demultiplexes for us")
-	isolation.Allow(isolation.Both, "close", "UDP: closing the sockets of flows that timed out")
-}
+// Flows are made after the filter is in: newSocket, setBuffers and
+// bindDevice here, and openFlowSocket (udp.go), which binds and connects.
+var (
+	_ = allow.InetSocket(allow.Both, "udp: a host socket for each new flow, guest datagram to a new 4-tuple or a new peer on a -u port (newSocket)")
+	_ = allow.Syscall(allow.Both, "setsockopt", "udp: SO_REUSEADDR, IP(V6)_RECVERR, IPV6_V6ONLY, buffer sizes, SO_BINDTODEVICE on new flow sockets (newSocket, setBuffers, bindDevice); IP_TTL/IPV6_UNICAST_HOPS when the guest's TTL changes (Handler.setTTL)")
+	_ = allow.Syscall(allow.Both, "bind", "udp: flow sockets bind the guest's source port (-o address), reply sockets the address a peer reached (Handler.openFlowSocket)")
+	_ = allow.Syscall(allow.Both, "connect", "udp: flow sockets connect to their peer, so the kernel demultiplexes for us (Handler.openFlowSocket)")
+	_ = allow.Syscall(allow.Both, "close", "udp: closing the sockets of flows that timed out or failed (Handler.close, openFlowSocket)")
+)
 
 // sockBuf is the receive and send buffer size asked for every flow and
 // listener socket. The kernel's default (net.core.rmem_default, about

@@ -9,20 +9,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"gopasst/batch"
 	"gopasst/checksum"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/header"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
+	"gopasst/datapath/sys"
 	"gopasst/datapath/tap"
-	"gopasst/isolation"
 )
-
-func init() {
-	isolation.Allow(isolation.Both, "recvmmsg", "UDP: host datagrams read in batches straight into frames (flow sockets and -u listeners)")
-	isolation.Allow(isolation.Both, "recvmsg", "UDP: ICMP errors from a socket's error queue (MSG_ERRQUEUE, IP_RECVERR)")
-}
 
 // maxPayload returns how many payload bytes fit in a frame buffer of size
 // n after hdr bytes of headers, within the IP length field (65535 bytes
@@ -77,8 +71,8 @@ func (h *Handler) readFlow(f *udpFlow) {
 			h.recv.SetBuf(j, b[hdr:hdr+maxPayload(len(b), hdr)])
 		}
 		h.recv.ResetNames(n)
-		m, err := batch.Recvmmsg(int(f.fd), h.recv, n, unix.MSG_DONTWAIT)
-		if err != nil || m == 0 {
+		m, e := sys.Recvmmsg(int(f.fd), h.recv.Hdrs[:n], unix.MSG_DONTWAIT)
+		if e != 0 || m == 0 {
 			return
 		}
 		w := 0
@@ -102,7 +96,7 @@ func (h *Handler) readFlow(f *udpFlow) {
 				// datagram left (only ever after a drop).
 				copy(h.frames[w][hdr:hdr+dl], h.frames[j][hdr:hdr+dl])
 			}
-			h.commit(f.ep.v6, h.fill(&f.ep, h.frames[w], dl, h.off != nil), dl, 1)
+			h.commit(f.ep.v6, h.fill(&f.ep, h.frames[w], dl, h.csumOff), dl, 1)
 			f.inSize = int32(dl)
 			w++
 			inc(&f.hostSent)
@@ -171,7 +165,7 @@ func hdrLen(v6 bool) int {
 	return hdr4
 }
 
-// commit queues a frame made by fill. With offloads (h.off) the frame gets
+// commit queues a frame made by fill. With offloads (h.csumOff) the frame gets
 // a virtio-net header saying its UDP checksum is partial and, when it holds
 // segs > 1 datagrams of seg payload bytes each (the last may be shorter),
 // UDP segmentation (GSO_UDP_L4): the guest's kernel cuts it into those
@@ -179,7 +173,7 @@ func hdrLen(v6 bool) int {
 //
 // v6: the family; n: the frame length; seg, segs: the segmentation.
 func (h *Handler) commit(v6 bool, n, seg, segs int) {
-	if h.off == nil {
+	if !h.csumOff {
 		h.out.Commit(n)
 		return
 	}
@@ -189,7 +183,7 @@ func (h *Handler) commit(v6 bool, n, seg, segs int) {
 	if segs > 1 {
 		h.vh.GSOType, h.vh.GSOSize = tap.GSOUDPL4, uint16(seg)
 	}
-	h.off.CommitOffload(n, &h.vh)
+	h.out.CommitOffload(n, &h.vh)
 }
 
 // drainErrors reads f's socket error queue and relays each ICMP error to
@@ -197,8 +191,8 @@ func (h *Handler) commit(v6 bool, n, seg, segs int) {
 // the next send does not fail for a datagram long gone.
 func (h *Handler) drainErrors(f *udpFlow) {
 	for k := 0; k < maxErrors; k++ {
-		payload, ctrl, err := h.eq.read(int(f.fd))
-		if err != nil {
+		payload, ctrl, errno := h.eq.read(int(f.fd))
+		if errno != 0 {
 			return
 		}
 		e, err := parseRecvErr(ctrl)

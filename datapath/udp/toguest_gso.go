@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gopasst/batch"
+	"gopasst/datapath/sys"
 )
 
 const (
@@ -75,8 +76,8 @@ func (h *Handler) readFlowStaged(f *udpFlow) {
 	peer := netip.AddrFrom16(f.host).Unmap()
 	for round := 0; round < maxRounds; round++ {
 		st.msgs.ResetNames(stageBatch)
-		m, err := batch.Recvmmsg(int(f.fd), st.msgs, stageBatch, unix.MSG_DONTWAIT)
-		if err != nil || m == 0 {
+		m, e := sys.Recvmmsg(int(f.fd), st.msgs.Hdrs[:stageBatch], unix.MSG_DONTWAIT)
+		if e != 0 || m == 0 {
 			return
 		}
 		sent := 0

@@ -27,38 +27,16 @@ import (
 	"gopasst/datapath/tap/taptest"
 )
 
-// offOut is a recording back end that takes offloads: it keeps the
-// virtio-net header of every committed frame (an empty one for Commit)
-// when the embedded Out keeps frames.
-type offOut struct {
-	*taptest.Out
-	gso  bool
-	hdrs []tap.VnetHdr
-}
-
-func (o *offOut) Offload() bool { return true }
-func (o *offOut) GSO() bool     { return o.gso }
-
-func (o *offOut) Commit(n int) {
-	if o.Keep {
-		o.hdrs = append(o.hdrs, tap.VnetHdr{})
-	}
-	o.Out.Commit(n)
-}
-
-func (o *offOut) CommitOffload(n int, h *tap.VnetHdr) {
-	if o.Keep {
-		o.hdrs = append(o.hdrs, *h)
-	}
-	o.Out.Commit(n)
-}
-
 // newOffRig is newRig with an offloading back end.
-func newOffRig(t *testing.T, slots int, keep, gso bool) (*rig, *offOut) {
+//
+// The back end (taptest's) keeps the virtio-net header of every committed
+// frame (an empty one for Commit) when it keeps frames: Hdrs.
+func newOffRig(t *testing.T, slots int, keep, gso bool) (*rig, *taptest.Backend) {
 	t.Helper()
-	o := &offOut{Out: taptest.New(slots), gso: gso}
+	o := taptest.New(slots)
 	o.Keep = keep
-	r := &rig{cfg: testConfig(), g: &guest.State{MAC: configtest.GuestMAC}, out: o.Out}
+	o.SetOffloads(tap.Offloads{Csum: true, TSO: gso, USO: gso})
+	r := &rig{cfg: testConfig(), g: &guest.State{MAC: configtest.GuestMAC}, out: o}
 	var err error
 	if r.l, err = loop.New(1024); err != nil {
 		t.Fatal(err)
@@ -166,7 +144,7 @@ func TestStagedGSOFrames(t *testing.T) {
 			var got [][]byte
 			frames := r.out.Frames()
 			for i, f := range frames {
-				got = append(got, segments(t, fam, srv.port, sport, f, o.hdrs[i])...)
+				got = append(got, segments(t, fam, srv.port, sport, f, o.Hdrs()[i])...)
 			}
 			if len(got) != len(want) {
 				t.Fatalf("%d datagrams in %d frames, want %d", len(got), len(frames), len(want))
@@ -207,9 +185,9 @@ func TestPartialChecksums(t *testing.T) {
 			r.waitFrames(t, i+1)
 		}
 		for i, f := range r.out.Frames() {
-			segs := segments(t, fam, srv.port, sport, f, o.hdrs[i])
-			if len(segs) != 1 || !bytes.Equal(segs[0], want) || o.hdrs[i].GSOType != tap.GSONone {
-				t.Fatalf("gso %v: frame %d: %d datagrams, header %+v", gso, i, len(segs), o.hdrs[i])
+			segs := segments(t, fam, srv.port, sport, f, o.Hdrs()[i])
+			if len(segs) != 1 || !bytes.Equal(segs[0], want) || o.Hdrs()[i].GSOType != tap.GSONone {
+				t.Fatalf("gso %v: frame %d: %d datagrams, header %+v", gso, i, len(segs), o.Hdrs()[i])
 			}
 		}
 		if r.h.Stats.ToGuestGSO != 0 {
@@ -273,7 +251,7 @@ func upTap(t *testing.T, name string) (*tap.Device, [6]byte) {
 	}
 	t.Cleanup(func() { unix.Close(fd) })
 	dev := tap.NewDevice(fd, 256, nil)
-	if !dev.Offload() || !dev.GSO() {
+	if o := dev.Offloads(); !o.Csum || !o.USO {
 		t.Skip("tap without offloads (" + tap.OffloadEnv + ")")
 	}
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)

@@ -21,13 +21,9 @@ import (
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
 	"gopasst/datapath/packet"
+	"gopasst/datapath/sys"
 	"gopasst/datapath/tap"
-	"gopasst/isolation"
 )
-
-func init() {
-	isolation.Allow(isolation.Both, "sendmmsg", "UDP: each flow's guest datagrams of a batch in one call")
-}
 
 const (
 	// Batch is how many guest datagrams FromGuest handles per chunk (the
@@ -130,14 +126,14 @@ type Handler struct {
 	gso gsoMsgs
 
 	// host to guest
-	recv   *batch.Msgs // flow sockets: payload and source address
-	lrecv  *batch.Msgs // listeners: also PKTINFO control
-	ctrl   []byte      // lrecv's control buffers, ctrlLen each
-	frames [][]byte
-	eq     errQueue
-	off    tap.Offloader // out, if it takes partial checksums; else nil
-	vh     tap.VnetHdr   // commit's header, kept here so it does not escape
-	stage  *stage        // flow sockets, coalescing into GSO frames; nil without GSO
+	recv    *batch.Msgs // flow sockets: payload and source address
+	lrecv   *batch.Msgs // listeners: also PKTINFO control
+	ctrl    []byte      // lrecv's control buffers, ctrlLen each
+	frames  [][]byte
+	eq      errQueue
+	csumOff bool        // out takes partial checksums (and GSO_UDP_L4 frames if stage is set)
+	vh      tap.VnetHdr // commit's header, kept here so it does not escape
+	stage   *stage      // flow sockets, coalescing into GSO frames; nil without GSO
 
 	listeners []listener
 	groupEP   endpoints // endpoints of a broadcast/multicast datagram (no flow)
@@ -169,9 +165,9 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		ctrl:     make([]byte, recvBatch*ctrlLen),
 		frames:   make([][]byte, recvBatch),
 	}
-	if o, ok := out.(tap.Offloader); ok && o.Offload() {
-		h.off = o
-		if o.GSO() {
+	if o := out.Offloads(); o.Csum || o.USO {
+		h.csumOff = true
+		if o.USO {
 			h.stage = newStage()
 		}
 	}
@@ -296,8 +292,8 @@ func (h *Handler) sendRun(f *udpFlow, run [][]byte) {
 	n := g.build(run, maxSegs)
 	sent, retried := 0, false
 	for sent < n {
-		m, err := sendmmsg(int(f.fd), g.hdrs[sent:n])
-		if err == nil {
+		m, err := sys.Sendmmsg(int(f.fd), g.hdrs[sent:n], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if err == 0 {
 			h.Stats.ToHost += g.count(sent, sent+m)
 			for k := sent; k < sent+m; k++ {
 				if g.segs[k] > 1 {
@@ -327,7 +323,7 @@ func (h *Handler) sendRun(f *udpFlow, run [][]byte) {
 
 // asyncError reports whether a send error is a socket error left by an
 // earlier ICMP error rather than a problem with the message being sent.
-func asyncError(err error) bool {
+func asyncError(err unix.Errno) bool {
 	switch err {
 	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN,
 		unix.ENETDOWN, unix.EPROTO, unix.ENOPROTOOPT, unix.EMSGSIZE:

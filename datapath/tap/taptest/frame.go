@@ -122,3 +122,14 @@ func Captured(t testing.TB, name string) []byte {
 	}
 	return f
 }
+
+// Parsed returns frame as packet.Parse makes it for the services and the
+// protocols, or Parse's error: what the demultiplexer drops before anything
+// sees it. For tests that build or capture whole frames.
+func Parsed(frame []byte) (*packet.Packet, error) {
+	p, err := packet.Parse(frame)
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}

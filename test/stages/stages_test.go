@@ -1,9 +1,11 @@
-// The four stages seen from outside, on the stagetest harness (built here):
-// /proc of the running daemon, traffic after seccomp, exit paths. These
-// tests need root (they also start unprivileged variants as gopasst-test,
-// which test/setup creates) and skip otherwise.
-
-package isolation
+// Package stages tests the four isolation stages seen from outside, on the
+// stagetest harness (test/stagetest, built here): /proc of the running
+// daemon, traffic after seccomp, exit paths. These tests need root (they
+// also start unprivileged variants as nstest.TestUser, which test/setup
+// creates) and skip otherwise. They live under test/ because the harness
+// links pasta's namespace and the datapath's allow-list, which isolation
+// itself must not import.
+package stages
 
 import (
 	"bufio"
@@ -18,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gopasst/test/nstest"
 )
 
 // harness builds stagetest (with extra build tags) once per tag set.
@@ -52,7 +56,7 @@ func buildHarness(t *testing.T, tags string) string {
 		name += "-" + tags
 	}
 	bin := filepath.Join(dir, name)
-	out, err := exec.Command("go", "build", "-tags", tags, "-o", bin, "gopasst/isolation/internal/stagetest").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags", tags, "-o", bin, "gopasst/test/stagetest").CombinedOutput()
 	if err != nil {
 		t.Fatalf("building stagetest: %v\n%s", err, out)
 	}
@@ -60,12 +64,12 @@ func buildHarness(t *testing.T, tags string) string {
 	return bin
 }
 
-// testUser returns the credentials of gopasst-test, skipping without it.
+// testUser returns the credentials of nstest.TestUser, skipping without it.
 func testUser(t *testing.T) *syscall.Credential {
 	t.Helper()
-	u, err := user.Lookup("gopasst-test")
+	u, err := user.Lookup(nstest.TestUser)
 	if err != nil {
-		t.Skip("no user gopasst-test (run test/setup)")
+		t.Skipf("no user %s (run test/setup)", nstest.TestUser)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)

@@ -1,14 +1,14 @@
 // The x86_64 syscall numbers the allow-lists may name.
 
-package isolation
+package allow
 
 import "golang.org/x/sys/unix"
 
-// auditArch is what seccomp_data.arch holds for this build's syscalls.
-const auditArch = unix.AUDIT_ARCH_X86_64
+// AuditArch is what seccomp_data.arch holds for this build's syscalls.
+const AuditArch = unix.AUDIT_ARCH_X86_64
 
-// auditArchName names auditArch in the printed list.
-const auditArchName = "x86_64"
+// AuditArchName names AuditArch in the printed list.
+const AuditArchName = "x86_64"
 
 // syscallNumbers maps the names used in registrations to numbers. Add a
 // name here before registering it; an unknown name panics at start-up.

@@ -4,15 +4,13 @@
 // Postfork says so. Registrations of unknown names would panic, so they are
 // accepted and ignored here.
 
-package isolation
+package allow
 
-// auditArch is zero: no filter for this architecture.
-const auditArch = 0
+// AuditArch is zero: no filter for this architecture.
+const AuditArch = 0
 
-// auditArchName names the missing table in messages.
-const auditArchName = "unsupported architecture"
+// AuditArchName names the missing table in messages.
+const AuditArchName = "unsupported architecture"
 
 // syscallNumbers is empty: see syscalls_amd64.go for what to add.
 var syscallNumbers = map[string]uint32{}
-
-func init() { unknownArch = true }

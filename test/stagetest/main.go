@@ -4,7 +4,8 @@
 // stages, pasta's namespace) around a small echo service instead of the
 // data path, so that the stages can be checked from outside (/proc of the
 // daemon, traffic after seccomp) before the event loop exists. It is built
-// by isolation's tests only; its calls, in order, are what cmd/passt does.
+// by test/stages only; its calls, in order, are what cmd/passt does. It
+// links the datapath (engine, unused) so that its allow-lists are gopasst's.
 //
 // Usage: stagetest [-mode passt|pasta] [-f] [-runas UID[:GID]] [-pid FILE]
 // [-netns PATH] [-userns PATH] [-target PID] [-netns-only] [-no-netns-quit]
@@ -31,9 +32,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gopasst/datapath/config"
+	_ "gopasst/datapath/engine" // the datapath's allow-list registrations
 	"gopasst/datapath/logging"
 	"gopasst/datapath/netns"
+	"gopasst/datapath/term"
 	"gopasst/isolation"
+	"gopasst/isolation/allow"
 )
 
 func init() { runtime.LockOSThread() }
@@ -51,7 +55,7 @@ func main() {
 
 // parse builds the configuration from the command line; the sandboxed
 // process parses the same arguments to the same result.
-func parse() (*config.Config, int, error) {
+func parse() (*config.Config, *isolation.Config, int, error) {
 	cfg := &config.Config{RunAsUID: -1, RunAsGID: -1, FD: -1}
 	fs := flag.NewFlagSet("stagetest", flag.ContinueOnError)
 	mode := fs.String("mode", "pasta", "passt or pasta")
@@ -68,7 +72,7 @@ func parse() (*config.Config, int, error) {
 	debug := fs.Bool("d", false, "debug")
 	printSeccomp := fs.Bool("print-seccomp", false, "print the allow-list and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if *mode == "passt" {
 		cfg.Mode = config.ModePasst
@@ -85,28 +89,35 @@ func parse() (*config.Config, int, error) {
 	if *debug {
 		logging.SetLevel(logging.Debug)
 	}
+	cfg.Command = fs.Args()
+	netns, userns := cfg.TargetNS()
+	icfg := &isolation.Config{Mode: allow.Passt, Foreground: cfg.IsForeground(), RunAsUID: cfg.RunAsUID,
+		RunAsGID: cfg.RunAsGID, PidFile: cfg.PidFile, FD: cfg.FD, NetNS: netns, UserNS: userns}
+	if cfg.Mode == config.ModePasta {
+		icfg.Mode = allow.Pasta
+	}
 	if *printSeccomp {
-		isolation.PrintSeccomp(os.Stdout, cfg.Mode)
+		isolation.PrintSeccomp(os.Stdout, icfg.Mode)
 		os.Exit(0)
 	}
-	cfg.Command = fs.Args()
-	return cfg, *port, nil
+	return cfg, icfg, *port, nil
 }
 
 func run() int {
+	logging.Install()
 	if err := isolation.Initial(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg, port, err := parse()
+	cfg, icfg, port, err := parse()
 	if err != nil {
 		return 1
 	}
-	if err := netns.Prepare(cfg); err != nil {
+	if err := netns.Prepare(cfg, isolation.Carry); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cont, status, err := isolation.User(cfg)
+	cont, status, err := isolation.User(icfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -121,6 +132,7 @@ func run() int {
 		if ns, err = netns.Open(cfg); err != nil {
 			logging.Fatalf("%v", err)
 		}
+		isolation.RegisterThread(ns.Do)
 		if err := ns.Do(createTap); err != nil {
 			logging.Fatalf("tap: %v", err)
 		}
@@ -131,7 +143,7 @@ func run() int {
 			logging.Fatalf("listen: %v", err)
 		}
 	}
-	termFD, err := isolation.TermFD()
+	termFD, err := term.FD()
 	if err != nil {
 		logging.Fatalf("%v", err)
 	}
@@ -141,10 +153,10 @@ func run() int {
 	if err != nil {
 		logging.Fatalf("epoll: %v", err)
 	}
-	if err := isolation.Prefork(cfg); err != nil {
+	if err := isolation.Prefork(icfg); err != nil {
 		logging.Fatalf("%v", err)
 	}
-	if err := isolation.Postfork(cfg); err != nil {
+	if err := isolation.Postfork(icfg); err != nil {
 		logging.Fatalf("%v", err)
 	}
 	if ns != nil {
@@ -305,27 +317,21 @@ func relay(kind string, port int) string {
 }
 
 // nsSocket binds a new UDP socket to 127.0.0.1 inside the namespace through
-// the worker and reports the port the kernel chose.
+// the worker (the namespace's loopback: pasta's splice path will need such
+// sockets after seccomp) and reports success. (getsockname, to tell the
+// port the kernel chose, is not on the allow-lists: the datapath never
+// needs it.)
 func nsSocket(ns *netns.NS) string {
-	var port int
 	err := ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-			return err
-		}
-		sa, err := unix.Getsockname(fd)
-		if err != nil {
-			return err
-		}
-		port = sa.(*unix.SockaddrInet4).Port
-		return nil
+		return unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
 	})
 	if err != nil {
 		return "ns: " + err.Error()
 	}
-	return fmt.Sprintf("ns ok %d", port)
+	return "ns ok bound"
 }
