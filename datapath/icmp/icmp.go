@@ -221,22 +221,19 @@ func (h *Handler) newFlow(p *packet.Packet, id uint16, key *flow.Key) (flow.Inde
 		p.Dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return flow.None, errNoRoute
 	}
-	dst, ok := nat.FromGuest(h.cfg, key.Proto, p.Dst, 0)
-	if !ok {
+	ini := nat.Side{Pif: nat.PifTap, Src: p.Src, Dst: p.Dst, SrcPort: id}
+	tgt := nat.Target(h.cfg, h.g, key.Proto, &ini, nil)
+	if tgt.Pif != nat.PifHost {
 		return flow.None, errNoRoute
 	}
-	dst = dst.WithZone("")
-	ip := &h.cfg.V4
+	dst := tgt.Dst
 	rawFD := h.raw.V4
 	if p.V6 {
-		ip, rawFD = &h.cfg.V6, h.raw.V6
+		rawFD = h.raw.V6
 	}
 	f := pingFlow{
-		v6: p.V6, fd: -1, guestID: id, lastSeq: -1,
+		v6: p.V6, fd: -1, guestID: id, lastSeq: -1, scope: tgt.Scope,
 		guestSrc: p.Src.As16(), guestDst: p.Dst.As16(), host: dst.As16(),
-	}
-	if p.V6 && dst.IsLinkLocalUnicast() {
-		f.scope = uint32(ip.TemplateIx)
 	}
 	i, err := h.ft.Alloc(flow.Ping)
 	if err != nil {
@@ -255,7 +252,7 @@ func (h *Handler) newFlow(p *packet.Packet, id uint16, key *flow.Key) (flow.Inde
 			return flow.None, err
 		}
 	} else {
-		fd, err := h.pingSocket(&f, dst, ip)
+		fd, err := h.pingSocket(&f, &tgt)
 		if err != nil {
 			h.ft.Free(i)
 			return flow.None, err
@@ -305,10 +302,11 @@ func (h *Handler) allocID(proto uint8, host netip.Addr) (uint16, bool) {
 	return 0, false
 }
 
-// pingSocket opens the flow's ping socket, bound to -o if given (port 0:
+// pingSocket opens the flow's ping socket, bound to the source address
+// and device of its target side tgt (-o, --outbound-if) if any (port 0:
 // the kernel picks the identifier) and connected to the destination. A
 // refusal because of ping_group_range is warned about once.
-func (h *Handler) pingSocket(f *pingFlow, dst netip.Addr, ip *config.IP) (int, error) {
+func (h *Handler) pingSocket(f *pingFlow, tgt *nat.Side) (int, error) {
 	af, proto := unix.AF_INET, unix.IPPROTO_ICMP
 	if f.v6 {
 		af, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
@@ -332,20 +330,18 @@ func (h *Handler) pingSocket(f *pingFlow, dst netip.Addr, ip *config.IP) (int, e
 		unix.Close(fd)
 		return -1, fmt.Errorf("ping socket: %s: %w", what, err)
 	}
-	if !dst.IsLoopback() {
-		if a := ip.Outbound; a.IsValid() && a.Is4() != f.v6 {
-			var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4()}
-			if f.v6 {
-				sa = &unix.SockaddrInet6{Addr: a.As16()}
-			}
-			if err := unix.Bind(fd, sa); err != nil {
-				return fail("bind", err)
-			}
+	if a := tgt.Src; a.IsValid() && !a.IsUnspecified() {
+		var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4()}
+		if f.v6 {
+			sa = &unix.SockaddrInet6{Addr: a.As16()}
 		}
-		if ip.OutboundIf != "" {
-			if err := unix.BindToDevice(fd, ip.OutboundIf); err != nil {
-				return fail("SO_BINDTODEVICE", err)
-			}
+		if err := unix.Bind(fd, sa); err != nil {
+			return fail("bind", err)
+		}
+	}
+	if tgt.Dev != "" {
+		if err := unix.BindToDevice(fd, tgt.Dev); err != nil {
+			return fail("SO_BINDTODEVICE", err)
 		}
 	}
 	var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: f.host, ZoneId: f.scope}

@@ -118,8 +118,8 @@ func unicast(a netip.Addr) bool {
 // A guest SYN opens a host socket after the filter is in.
 var (
 	_ = allow.InetSocket(allow.Both, "tcp: the host socket of each outbound connection (Handler.open)")
-	_ = allow.Syscall(allow.Both, "setsockopt", "tcp: SO_BINDTODEVICE (--outbound-if) on a new connection's socket (Handler.bindOutbound)")
-	_ = allow.Syscall(allow.Both, "bind", "tcp: the -o source address of a new connection's socket (Handler.bindOutbound)")
+	_ = allow.Syscall(allow.Both, "setsockopt", "tcp: SO_BINDTODEVICE (--outbound-if) on a new connection's socket (bindOutbound)")
+	_ = allow.Syscall(allow.Both, "bind", "tcp: the -o source address of a new connection's socket (bindOutbound)")
 	_ = allow.Syscall(allow.Both, "close", "tcp: a socket whose connection could not be set up (Handler.open)")
 )
 
@@ -134,10 +134,12 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	if p.SrcPort == 0 || p.DstPort == 0 || !unicast(p.Dst) || !unicast(p.Src) || t.PayloadLen() != 0 {
 		return flow.None, false
 	}
-	dst, ok := nat.FromGuest(h.cfg, header.ProtoTCP, p.Dst, p.DstPort)
-	if !ok {
+	ini := nat.Side{Pif: nat.PifTap, Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort}
+	tgt := nat.Target(h.cfg, h.g, header.ProtoTCP, &ini, nil)
+	if tgt.Pif != nat.PifHost {
 		return flow.None, false
 	}
+	dst := tgt.Dst
 	opts, _ := header.ParseTCPOptions(t.Options()) // what was found before a bad option still counts
 	af := unix.AF_INET
 	if dst.Is6() {
@@ -160,7 +162,7 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	}
 	sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, mss)
-	if err := h.bindOutbound(fd, dst); err != nil {
+	if err := bindOutbound(fd, &tgt); err != nil {
 		logging.Debugf("tcp: %v", err)
 		unix.Close(fd)
 		h.rstUnknown(p)
@@ -199,11 +201,8 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 		sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
 		putPort(&sa4.Port, p.DstPort)
 	} else {
-		sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
+		sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16(), Scope_id: tgt.Scope}
 		putPort(&sa6.Port, p.DstPort)
-		if dst.Zone() != "" {
-			sa6.Scope_id = uint32(h.cfg.V6.TemplateIx)
-		}
 		sa, salen = unsafe.Pointer(&sa6), unsafe.Sizeof(sa6)
 	}
 	e := sys.Connect(fd, sa, salen)
@@ -239,23 +238,20 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	return i, true
 }
 
-// bindOutbound binds a new host socket to the -o address and
-// --outbound-if device of its family, if configured.
-func (h *Handler) bindOutbound(fd int, dst netip.Addr) error {
-	ip := &h.cfg.V4
-	if dst.Is6() {
-		ip = &h.cfg.V6
-	}
-	if ip.OutboundIf != "" {
-		if err := unix.BindToDevice(fd, ip.OutboundIf); err != nil {
+// bindOutbound binds a new host socket to the source address and device
+// its target side names (-o, --outbound-if), if any: the port is the
+// kernel's choice.
+func bindOutbound(fd int, tgt *nat.Side) error {
+	if tgt.Dev != "" {
+		if err := unix.BindToDevice(fd, tgt.Dev); err != nil {
 			return err
 		}
 	}
-	if ip.Outbound.IsValid() && !dst.IsLoopback() {
-		if dst.Is4() {
-			return unix.Bind(fd, &unix.SockaddrInet4{Addr: ip.Outbound.As4()})
+	if tgt.Src.IsValid() && !tgt.Src.IsUnspecified() {
+		if tgt.Src.Is4() {
+			return unix.Bind(fd, &unix.SockaddrInet4{Addr: tgt.Src.As4()})
 		}
-		return unix.Bind(fd, &unix.SockaddrInet6{Addr: ip.Outbound.As16()})
+		return unix.Bind(fd, &unix.SockaddrInet6{Addr: tgt.Src.As16()})
 	}
 	return nil
 }

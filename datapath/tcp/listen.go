@@ -162,19 +162,13 @@ func (h *Handler) accepted(l *listener, fd int) {
 		sys.CloseRST(fd)
 		return
 	}
-	src, ok := nat.ToGuest(h.cfg, h.g, peer)
-	if !ok {
+	ini := nat.Side{Pif: nat.PifHost, Src: peer, SrcPort: pport, DstPort: l.port}
+	tgt := nat.Target(h.cfg, h.g, header.ProtoTCP, &ini, &nat.Rule{To: l.to, TAddr: l.taddr})
+	if tgt.Pif != nat.PifTap {
 		sys.CloseRST(fd)
 		return
 	}
-	dst := l.taddr
-	if !dst.IsValid() {
-		dst = nat.GuestDst(h.cfg, h.g, src)
-	}
-	if !dst.IsValid() || dst.Is4() != src.Is4() {
-		sys.CloseRST(fd)
-		return
-	}
+	src, dst := tgt.Src, tgt.Dst
 	key := flow.Key{Proto: header.ProtoTCP, Src: dst.As16(), Dst: src.As16(), SrcPort: l.to, DstPort: pport}
 	i, err := h.alloc(&key)
 	if err != nil {

@@ -241,26 +241,13 @@ func (h *Handler) readListener(ln *listener) {
 func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uint32, local netip.Addr) *endpoints {
 	rule := &ln.spec.Rules[ln.rule]
 	target := rule.Target(ln.port)
-	if pport == 0 || peer.IsUnspecified() || peer.IsMulticast() || local.Is4() != peer.Is4() {
+	ini := nat.Side{Pif: nat.PifHost, Src: peer, Dst: local, SrcPort: pport, DstPort: ln.port}
+	tgt := nat.Target(h.cfg, h.g, header.ProtoUDP, &ini, &nat.Rule{To: target, TAddr: rule.TAddr})
+	if tgt.Pif != nat.PifTap {
 		return nil
 	}
-	seen, ok := nat.ToGuest(h.cfg, h.g, peer)
-	if !ok || seen.Is4() != peer.Is4() {
-		return nil
-	}
+	seen, gaddr := tgt.Src, tgt.Dst
 	group := local.IsMulticast() || local == netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	var gaddr netip.Addr
-	switch {
-	case rule.TAddr.IsValid():
-		gaddr = rule.TAddr
-	case group:
-		gaddr = local
-	default:
-		gaddr = nat.GuestDst(h.cfg, h.g, seen)
-	}
-	if !gaddr.IsValid() || gaddr.Is4() != seen.Is4() {
-		return nil
-	}
 	key := flow.MakeKey(header.ProtoUDP, gaddr, target, seen, pport)
 	if i, ok := h.ft.Lookup(&key); ok {
 		if h.ft.Kind(i) != flow.UDP {

@@ -376,27 +376,12 @@ func (h *Handler) newFlow(p *packet.Packet, key *flow.Key) (flow.Index, error) {
 	if p.Src.IsUnspecified() || p.Src.IsMulticast() || p.SrcPort == 0 || p.DstPort == 0 {
 		return flow.None, errNoRoute
 	}
-	dst, ok := nat.FromGuest(h.cfg, header.ProtoUDP, p.Dst, p.DstPort)
-	if !ok {
+	ini := nat.Side{Pif: nat.PifTap, Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort}
+	tgt := nat.Target(h.cfg, h.g, header.ProtoUDP, &ini, nil)
+	if tgt.Pif != nat.PifHost {
 		return flow.None, errNoRoute
 	}
-	dst = dst.WithZone("")
-	ip := &h.cfg.V4
-	if p.V6 {
-		ip = &h.cfg.V6
-	}
-	local := netip.IPv4Unspecified()
-	if p.V6 {
-		local = netip.IPv6Unspecified()
-	}
-	ifname := ip.OutboundIf
-	if !dst.IsLoopback() && ip.Outbound.IsValid() && ip.Outbound.Is4() == !p.V6 {
-		local = ip.Outbound
-	}
-	if dst.IsLoopback() {
-		ifname = ""
-	}
-	scope := scopeID(dst, ip.TemplateIx)
+	dst, local, ifname, scope := tgt.Dst, tgt.Src, tgt.Dev, tgt.Scope
 	i, err := h.ft.Alloc(flow.UDP)
 	if err != nil {
 		return flow.None, err
