@@ -1,7 +1,5 @@
 package batch
 
-import "unsafe"
-
 // Frames is a fixed pool of frame buffers used as a queue: a producer takes
 // the next free buffer, fills it and commits its length; a consumer writes
 // all committed frames and resets the queue. Each buffer has Headroom bytes
@@ -80,16 +78,3 @@ func (f *Frames) Headroom(i int) []byte {
 
 // Reset empties the queue.
 func (f *Frames) Reset() { f.n = 0 }
-
-// Drop forgets committed frames from index i on (a producer that could not
-// finish its run, e.g. TCP rewinding after a short read).
-func (f *Frames) Drop(i int) {
-	if i < f.n {
-		f.n = i
-	}
-}
-
-// Addr returns the address of slot i's frame, for building iovecs.
-func (f *Frames) Addr(i int) *byte {
-	return (*byte)(unsafe.Pointer(&f.mem[i*f.size+f.headroom]))
-}

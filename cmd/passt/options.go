@@ -778,26 +778,11 @@ func (st *parseState) address(v string) error {
 		case hasLen:
 			ip.PrefixLen = n
 		case !st.nGiven:
-			ip.PrefixLen = classfulPrefix(a)
+			ip.PrefixLen = config.ClassfulPrefix(a)
 		}
 		st.aIsPrefix = hasLen
 	}
 	return nil
-}
-
-// classfulPrefix returns the prefix length of a's address class (A /8, B
-// /16, C /24, else /32), the C original's default for -a without a length.
-func classfulPrefix(a netip.Addr) int {
-	b := a.As4()[0]
-	switch {
-	case b < 128:
-		return 8
-	case b < 192:
-		return 16
-	case b < 224:
-		return 24
-	}
-	return 32
 }
 
 // netmask applies -n: an IPv4 netmask in dotted decimal (contiguous) or a

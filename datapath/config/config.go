@@ -216,3 +216,19 @@ func (c *Config) TargetNS() (netns, userns string) {
 	}
 	return netns, userns
 }
+
+// ClassfulPrefix returns the prefix length of a's IPv4 address class (A
+// /8, B /16, C /24, else /32): the C original's default for -a without a
+// length, and for a host address without one.
+func ClassfulPrefix(a netip.Addr) int {
+	b := a.As4()[0]
+	switch {
+	case b < 128:
+		return 8
+	case b < 192:
+		return 16
+	case b < 224:
+		return 24
+	}
+	return 32
+}

@@ -226,7 +226,7 @@ func discover(src source, ip *config.IP, fam int, ix int) (bool, error) {
 			return false, nil
 		}
 		if ip.PrefixLen == 0 {
-			ip.PrefixLen = classfulPrefix(ip.Addr)
+			ip.PrefixLen = config.ClassfulPrefix(ip.Addr)
 		}
 	} else {
 		if !ip.AddrFixed {
@@ -359,21 +359,6 @@ func ipAddr(ip net.IP) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a.Unmap(), true
-}
-
-// classfulPrefix returns the prefix length of a's IPv4 address class (A
-// /8, B /16, C /24, else /32).
-func classfulPrefix(a netip.Addr) int {
-	b := a.As4()[0]
-	switch {
-	case b < 128:
-		return 8
-	case b < 192:
-		return 16
-	case b < 224:
-		return 24
-	}
-	return 32
 }
 
 // localMode4 switches IPv4 to local mode. As read in the C original, this

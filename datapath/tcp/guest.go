@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"gopasst/datapath/config"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/header"
 	"gopasst/datapath/logging"
@@ -337,8 +338,8 @@ func (h *Handler) synAckFromGuest(i flow.Index, p *packet.Packet, t header.TCP) 
 // maxPayload returns the largest payload a frame to the guest can carry.
 func (h *Handler) maxPayload(v6 bool) int {
 	mtu := h.cfg.MTU
-	if mtu <= 0 {
-		mtu = 65520
+	if mtu <= 0 || mtu > config.MaxMTU {
+		mtu = config.DefaultMTU
 	}
 	if v6 {
 		return min(mtu-60, mssMax6)

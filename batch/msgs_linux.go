@@ -7,9 +7,10 @@ import (
 )
 
 // Msgs is a preallocated array of mmsghdr, each with one or more iovecs and
-// an optional name (address) buffer, for recvmmsg and sendmmsg. x/sys/unix
-// has the Mmsghdr type but no wrapper, and its Recvmsg variants allocate;
-// these calls go straight to the system call.
+// an optional name (address) buffer, for recvmmsg and sendmmsg (the calls
+// themselves are datapath/sys's, with their allow-list annotations: this
+// package imports no package of ours). x/sys/unix has the Mmsghdr type but
+// no wrapper, and its Recvmsg variants allocate.
 type Msgs struct {
 	Hdrs   []unix.Mmsghdr
 	Iovs   []unix.Iovec
@@ -41,16 +42,6 @@ func (m *Msgs) SetBuf(i int, b []byte) {
 	m.Hdrs[i].Hdr.Iovlen = 1
 }
 
-// SetBufs points message i's iovecs at bufs (at most iovPer of them).
-func (m *Msgs) SetBufs(i int, bufs ...[]byte) {
-	for j, b := range bufs {
-		iov := &m.Iovs[i*m.iovPer+j]
-		iov.Base = unsafe.SliceData(b)
-		iov.SetLen(len(b))
-	}
-	m.Hdrs[i].Hdr.Iovlen = uint64(len(bufs))
-}
-
 // WithNames makes every message carry its name buffer (recvmmsg fills in
 // the peer's address; sendmmsg sends to it).
 func (m *Msgs) WithNames() {
@@ -67,34 +58,5 @@ func (m *Msgs) ResetNames(n int) {
 		if m.Hdrs[i].Hdr.Name != nil {
 			m.Hdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(m.Names[i]))
 		}
-	}
-}
-
-// Recvmmsg receives up to n messages from fd into the first n headers and
-// returns how many arrived; each header's Len holds its byte count.
-func Recvmmsg(fd int, m *Msgs, n int, flags int) (int, error) {
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.Hdrs[0])), uintptr(n), uintptr(flags), 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), nil
-	}
-}
-
-// Sendmmsg sends the first n messages on fd and returns how many went.
-func Sendmmsg(fd int, m *Msgs, n int, flags int) (int, error) {
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.Hdrs[0])), uintptr(n), uintptr(flags), 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), nil
 	}
 }
