@@ -14,7 +14,7 @@ ifeq ($(GOARCH),amd64)
 BIN += passt.avx2 pasta.avx2
 endif
 
-.PHONY: all clean install check test-setup vet unit integration bench bench-quick FORCE
+.PHONY: all clean install check test-setup vet layers unit integration bench bench-quick FORCE
 
 all: $(BIN)
 
@@ -45,8 +45,9 @@ clean:
 	rm -f passt pasta passt.avx2 pasta.avx2
 
 # check is what CI runs (.ci/run): install the test dependencies, then
-# formatting, vet, unit tests and the integration tests.
-check: test-setup all vet unit integration
+# formatting, vet, the package layering, unit tests and the integration
+# tests.
+check: test-setup all vet layers unit integration
 
 test-setup:
 	test/setup
@@ -55,11 +56,18 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
 
+# layers: which package may import which (doc/HACKING.md, "Layering"),
+# checked over go list by test/layers.
+layers:
+	$(GO) test -count=1 ./test/layers
+
 unit:
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test$$' | grep -v '/test/')
 
+# integration: the tests under test/ against the built binaries (test/layers
+# is the layers target's: it takes no -bin).
 integration: all
-	$(GO) test -count=1 -timeout 60m ./test/... -v -args -bin $(CURDIR) -peer gopasst
+	$(GO) test -count=1 -timeout 60m $$($(GO) list ./test/... | grep -v '/test/layers$$') -v -args -bin $(CURDIR) -peer gopasst
 
 # bench: the full matrix (root; see bench/README.md), bench-quick the short
 # profile. BENCH_FLAGS adds options, e.g. BENCH_FLAGS="-only gopasst,veth -tests tcp".
