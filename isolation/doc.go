@@ -74,8 +74,9 @@
 //     would lose its host privileges); it runs the sandboxed process as
 //     nobody, carrying the stage 2 capabilities across execve as ambient ones.
 //
-// pasta's command runs in namespaces of its own, created by datapath/netns
-// from the sandboxed process, so they belong to its user namespace.
+// pasta's command runs in namespaces of its own, created by pasta's
+// namespace code (datapath/netns, called by cmd/passt) from the sandboxed
+// process, so they belong to its user namespace.
 //
 // # Capabilities and threads
 //
@@ -106,27 +107,33 @@
 //
 // # The allow-lists
 //
-// Every syscall gopasst makes after Postfork is registered next to the code
-// that makes it, with the reason, from an init function:
+// Every syscall gopasst makes after Postfork is registered, with the
+// reason, in the leaf registry isolation/allow, by a declaration beside the
+// function that makes the call; the registry records the file and line, so
+// that the printed list points at each call site:
 //
-//	func init() {
-//		isolation.Allow(isolation.Both, "recvmmsg", "batch reads from host UDP sockets")
-//		isolation.AllowArg(isolation.Pasta, "ioctl", isolation.ArgCheck{Arg: 1,
-//			Mask: 0xffffffff, Value: unix.SIOCOUTQ, Name: "SIOCOUTQ"}, "unacknowledged bytes")
-//	}
+//	var _ = allow.Syscall(allow.Both, "recvmmsg", "sys.Recvmmsg: host datagrams in batches")
+//	var _ = allow.SyscallArg(allow.Both, "ioctl", allow.ArgCheck{Arg: 1,
+//		Mask: 0xffffffff, Value: unix.SIOCOUTQ, Name: "SIOCOUTQ"}, "unacknowledged bytes")
 //
-// The names must be in syscalls_amd64.go (add them there). The Go runtime's
-// own needs are listed apart in runtime_syscalls.go, so each count can be
-// told. Filter builds the BPF program: architecture check, x32 numbers
-// refused, binary search over the allowed numbers, argument checks (clone
-// only for threads, never with namespace flags; mmap and mprotect never
-// executable; ioctl only for listed requests), kill for anything else;
+// The datapath's hot-path calls live in one package, datapath/sys, each
+// with its annotation; the rest (sockets of new flows, the logger's file)
+// are annotated where they are made. The names must be in
+// allow/syscalls_amd64.go (add them there). The Go runtime's own needs are
+// listed apart in runtime_syscalls.go, so each count can be told. The lists
+// are a property of the binary: whatever it links registers. Filter builds
+// the BPF program: architecture check, x32 numbers refused, binary search
+// over the allowed numbers, argument checks (clone only for threads, never
+// with namespace flags; mmap and mprotect never executable; ioctl only for
+// listed requests; socket only for IPv4 and IPv6), kill for anything else;
 // clone3 fails with ENOSYS so that glibc falls back to clone, whose flags
 // the filter can read. PrintSeccomp lists each mode's entries with their
-// reasons and counts (the stagetest harness prints it with -print-seccomp;
-// cmd/passt can offer --print-seccomp). Until the data path lands, its
-// expected calls are registered in datapath_syscalls.go: each engineer moves
-// theirs next to their code.
+// places and reasons and the counts (--print-seccomp).
+//
+// This package imports no datapath package: the caller fills Config from
+// its configuration, passes what must be carried across (Carry), and
+// registers its worker threads (RegisterThread); lines are logged through
+// log/slog, whose handler the program installs (datapath/logging).
 //
 // # Security, for the README
 //
@@ -137,11 +144,11 @@
 // capabilities outside its own namespaces (pasta keeps only
 // CAP_NET_BIND_SERVICE), and finally under a seccomp filter that kills it
 // on any syscall outside a list built from annotations next to the code
-// that needs each one. With the Go runtime included, the lists hold 44
-// syscalls for passt and 48 for pasta on x86_64 (the C original: 34 and
+// that needs each one. With the Go runtime included, the lists hold 40
+// syscalls for passt and 43 for pasta on x86_64 (the C original: 34 and
 // 43); 23 of them are there for the Go runtime (futex, thread creation,
 // signals, memory; 4 of those, read, write, epoll_pwait and epoll_ctl, the
-// data path needs anyway), 21 (passt) and 25 (pasta) for gopasst alone. The
+// data path needs anyway), 17 (passt) and 20 (pasta) for gopasst alone. The
 // runtime's needs are listed apart with a reason for each, and
 // clone is allowed only to create threads, mmap and mprotect never for
 // executable memory.

@@ -184,7 +184,7 @@ func NarrowAll(taskDir int, keep uint64) error {
 	}
 	sig := broadcastSignal()
 	// os/signal's own thread (started by any signal.Notify, as
-	// isolation.TermFD's) keeps every signal nobody asked for blocked, for
+	// datapath/term's) keeps every signal nobody asked for blocked, for
 	// good: asking for ours unblocks it there too. The runtime's handler,
 	// which Notify leaves in place, is then replaced by ours until done.
 	ch := make(chan os.Signal, 1)
