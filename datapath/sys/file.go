@@ -17,18 +17,7 @@ var _ = allow.Syscall(allow.Pasta, "read", "sys.Read: frames from the tap device
 //
 // fd: a non-blocking descriptor; b: a non-empty buffer. Returns the bytes
 // read (0 at end of file), or the errno.
-func Read(fd int, b []byte) (int, unix.Errno) {
-	for {
-		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), 0
-	}
-}
+func Read(fd int, b []byte) (int, unix.Errno) { return bufCall(unix.SYS_READ, fd, b) }
 
 var _ = allow.Syscall(allow.Pasta, "readv", "sys.Readv: frames from the tap device after their virtio-net header (tap.Device.Read)")
 
@@ -56,9 +45,13 @@ var _ = allow.Syscall(allow.Pasta, "write", "sys.Write: frames to the tap device
 //
 // fd: a non-blocking descriptor; b: a non-empty buffer. Returns the bytes
 // written, or the errno.
-func Write(fd int, b []byte) (int, unix.Errno) {
+func Write(fd int, b []byte) (int, unix.Errno) { return bufCall(unix.SYS_WRITE, fd, b) }
+
+// bufCall makes read or write (nr) on fd with b, retrying EINTR. Returns
+// the bytes moved, or the errno.
+func bufCall(nr uintptr, fd int, b []byte) (int, unix.Errno) {
 	for {
-		r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		r, _, e := unix.RawSyscall(nr, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
 		if e == unix.EINTR {
 			continue
 		}

@@ -20,16 +20,7 @@ var _ = allow.Syscall(allow.Both, "sendmsg", "sys.Sendmsg: a TCP run of guest se
 // (MSG_DONTWAIT for a blocking socket). Returns the bytes written, or the
 // errno.
 func Sendmsg(fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
-	for {
-		r, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), 0
-	}
+	return msgCall(unix.SYS_SENDMSG, fd, msg, flags)
 }
 
 var _ = allow.Syscall(allow.Both, "recvmsg", "sys.Recvmsg: TCP host data peeked into frames (MSG_PEEK, tcp); ICMP errors from UDP error queues (MSG_ERRQUEUE, udp)")
@@ -39,8 +30,14 @@ var _ = allow.Syscall(allow.Both, "recvmsg", "sys.Recvmsg: TCP host data peeked 
 // fd: the socket; msg: header with its iovecs set; flags: MSG_* flags.
 // Returns the bytes read (0 at end of stream), or the errno.
 func Recvmsg(fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
+	return msgCall(unix.SYS_RECVMSG, fd, msg, flags)
+}
+
+// msgCall makes sendmsg or recvmsg (nr) on fd with msg, retrying EINTR.
+// Returns the bytes moved, or the errno.
+func msgCall(nr uintptr, fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
 	for {
-		r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
+		r, _, e := unix.RawSyscall(nr, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
 		if e == unix.EINTR {
 			continue
 		}
@@ -118,20 +115,7 @@ var _ = allow.Syscall(allow.Both, "recvmmsg", "sys.Recvmmsg: host datagrams read
 // flags: MSG_* flags (MSG_DONTWAIT for a blocking socket). Returns how many
 // arrived, or the errno.
 func Recvmmsg(fd int, hdrs []unix.Mmsghdr, flags int) (int, unix.Errno) {
-	if len(hdrs) == 0 {
-		return 0, 0
-	}
-	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
-			uintptr(flags), 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), 0
-	}
+	return mmsgCall(unix.SYS_RECVMMSG, fd, hdrs, flags)
 }
 
 var _ = allow.Syscall(allow.Both, "sendmmsg", "sys.Sendmmsg: each UDP flow's guest datagrams of a batch in one call (udp)")
@@ -141,11 +125,17 @@ var _ = allow.Syscall(allow.Both, "sendmmsg", "sys.Sendmmsg: each UDP flow's gue
 // flags: MSG_* flags. Returns how many were sent, or the errno of the first
 // one when none was.
 func Sendmmsg(fd int, hdrs []unix.Mmsghdr, flags int) (int, unix.Errno) {
+	return mmsgCall(unix.SYS_SENDMMSG, fd, hdrs, flags)
+}
+
+// mmsgCall makes recvmmsg or sendmmsg (nr) on fd with hdrs, retrying
+// EINTR. Returns how many messages went, or the errno.
+func mmsgCall(nr uintptr, fd int, hdrs []unix.Mmsghdr, flags int) (int, unix.Errno) {
 	if len(hdrs) == 0 {
 		return 0, 0
 	}
 	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
+		r, _, e := unix.RawSyscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
 			uintptr(flags), 0, 0)
 		if e == unix.EINTR {
 			continue
