@@ -49,8 +49,9 @@ func (v VM) Cmdline() string {
 // Args returns the whole command line (v.Prefix, qemu, its options).
 // -accel tcg because guest kernels hang under nested KVM on these
 // machines; one vCPU, so the other core is passt's; -nodefaults and
-// -no-user-config so that no default card (qemu's user-mode network!)
-// or display appears; the serial console to v.Console and no monitor,
+// -no-user-config so that the machine has no device but the card (no
+// VGA, floppy, CD-ROM, default serial or monitor: less to boot through
+// under TCG); the serial console to v.Console and no monitor,
 // leaving qemu's own standard output for its messages. The netdev is qemu
 // 7.2's stream client (addr.type=unix), passt's documented way.
 func (v VM) Args() []string {
