@@ -12,7 +12,7 @@ import (
 	"gopasst/isolation/allow"
 )
 
-var _ = allow.Syscall(allow.Both, "sendmsg", "sys.Sendmsg: a TCP run of guest segments to the host socket in one call (tcp)")
+var _ = allow.Syscall(allow.Both, "sendmsg", "sys.Sendmsg: a TCP run of guest segments to the host socket in one call (tcp); a batch of frames to qemu in one call, and the rest of a frame a short write cut (tap.Stream.Flush, Ready)")
 
 // Sendmsg writes the iovecs of msg to fd.
 //
@@ -23,7 +23,7 @@ func Sendmsg(fd int, msg *unix.Msghdr, flags int) (int, unix.Errno) {
 	return msgCall(unix.SYS_SENDMSG, fd, msg, flags)
 }
 
-var _ = allow.Syscall(allow.Both, "recvmsg", "sys.Recvmsg: TCP host data peeked into frames (MSG_PEEK, tcp); ICMP errors from UDP error queues (MSG_ERRQUEUE, udp)")
+var _ = allow.Syscall(allow.Both, "recvmsg", "sys.Recvmsg: TCP host data peeked into frames (MSG_PEEK, tcp); ICMP errors from UDP error queues (MSG_ERRQUEUE, udp); frames from qemu, many per call (tap.Stream.Read)")
 
 // Recvmsg reads from fd into the iovecs (and control buffer) of msg.
 //
@@ -230,7 +230,7 @@ func Connect(fd int, sa unsafe.Pointer, l uintptr) unix.Errno {
 	return e
 }
 
-var _ = allow.Syscall(allow.Both, "accept4", "sys.Accept4: inbound TCP connections on forwarded ports (tcp listeners)")
+var _ = allow.Syscall(allow.Both, "accept4", "sys.Accept4: inbound TCP connections on forwarded ports (tcp listeners); qemu connecting to passt's socket (tap.Stream.Ready)")
 
 // Accept4 takes a pending connection from listener fd, non-blocking and
 // close-on-exec, storing the peer's address in sa.
