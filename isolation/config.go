@@ -32,4 +32,9 @@ type Config struct {
 	NetNS string
 	// UserNS: the user namespace file to join first, "" for none.
 	UserNS string
+	// ChrootFallback: --chroot-fallback: where pivot_root is impossible
+	// (a root on rootfs or initramfs, a root that is no mount point),
+	// chroot into the empty filesystem instead, or stay where we are,
+	// with one warning, rather than fail.
+	ChrootFallback bool
 }

@@ -52,6 +52,10 @@ var initialKeep = caps(unix.CAP_NET_BIND_SERVICE, unix.CAP_NET_RAW,
 //     in args directly);
 //   - remove filesystem access or change IDs (set-up still needs both).
 //
+// It also raises the soft limit on open descriptors to the hard limit, as
+// the C original does at start: forwarding many ports (-t all) takes a
+// socket per port, every flow one more.
+//
 // It sits first because nothing done before it can be trusted to have
 // happened with the right privileges, and a leaked descriptor (a socket to
 // the parent's session bus, a terminal) is reachable until it is closed.
@@ -70,11 +74,25 @@ func Initial(args []string) error {
 	if err := narrowCaps(keep); err != nil {
 		return fmt.Errorf("dropping capabilities: %w", err)
 	}
+	raiseNofile()
 	fd := fdFromArgs(args)
 	return closeLeaked(func(n int) bool {
 		_, passed := inherited.keep[n]
 		return n == fd || passed
 	})
+}
+
+// raiseNofile sets the soft limit on open descriptors to the hard limit.
+// The Go runtime raises it already, but to one below the hard limit (its
+// way of noticing a later prlimit from outside, see syscall's rlimit.go);
+// we want all of it, as the C original takes. Failure is not fatal.
+func raiseNofile() {
+	var l unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &l); err != nil || l.Cur >= l.Max {
+		return
+	}
+	l.Cur = l.Max
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &l)
 }
 
 // fdFromArgs returns the descriptor number given with -F/--fd in args, or

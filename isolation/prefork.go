@@ -87,7 +87,7 @@ func Prefork(cfg *Config) error {
 		return fmt.Errorf("prefork: listing threads: %w", err)
 	}
 	defer unix.Close(taskDir)
-	if err := emptyRoot(); err != nil {
+	if err := emptyRoot(cfg.ChrootFallback); err != nil {
 		return err
 	}
 	keep := runtimeCaps(cfg.Mode)
@@ -125,6 +125,8 @@ func Prefork(cfg *Config) error {
 			}
 		}
 	}
+	// Set-up is over: nothing more to ask of the supervisor.
+	closeBroker()
 	if inherited.statusFD >= 0 {
 		_, err := unix.Write(inherited.statusFD, []byte{readyByte})
 		unix.Close(inherited.statusFD)
@@ -137,10 +139,21 @@ func Prefork(cfg *Config) error {
 }
 
 // emptyRoot makes an empty read-only tmpfs our root and detaches the old
-// one, as the C original's isolate_prefork().
-func emptyRoot() error {
+// one, as the C original's isolate_prefork(). pivot_root is impossible
+// where the current root is on rootfs (an initramfs system) or is not a
+// mount point (we were started in a chroot); with fallback, the process
+// then chroots into the empty tmpfs instead (the old root stays mounted
+// in our mount namespace, out of reach through paths), or, if even that
+// fails, stays in the root it has, each time with one warning; without
+// fallback that is an error.
+func emptyRoot(fallback bool) error {
 	if err := unix.Mount("", "/", "", unix.MS_UNBINDABLE|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("prefork: making / unbindable: %w", err)
+		// EINVAL: the root is no mount point (we run in a chroot), where
+		// pivot_root is impossible too.
+		if !fallback {
+			return fmt.Errorf("prefork: making / unbindable: %w (a root that is no mount point: pivot_root is impossible there, --chroot-fallback chroots instead)", err)
+		}
+		slog.Debug(fmt.Sprintf("prefork: making / unbindable: %v", err))
 	}
 	if err := unix.Mount("", "/tmp", "tmpfs", unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_RDONLY,
 		"nr_inodes=2,nr_blocks=0"); err != nil {
@@ -152,7 +165,15 @@ func emptyRoot() error {
 	// pivot_root(".", "."): the old root ends up stacked on the new one,
 	// at ".", where a lazy unmount detaches it.
 	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("prefork: pivot_root into the empty tmpfs: %w", err)
+		if !fallback {
+			return fmt.Errorf("prefork: pivot_root into the empty tmpfs: %w (--chroot-fallback: chroot instead)", err)
+		}
+		if cerr := unix.Chroot("."); cerr != nil {
+			slog.Warn(fmt.Sprintf("pivot_root into an empty filesystem: %v, chroot: %v: staying in the current root (--chroot-fallback)", err, cerr))
+		} else {
+			slog.Warn(fmt.Sprintf("pivot_root into an empty filesystem: %v: chroot into it instead (--chroot-fallback)", err))
+		}
+		return unix.Chdir("/")
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
 		return fmt.Errorf("prefork: detaching the old root: %w", err)

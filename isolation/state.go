@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"gopasst/isolation/nsenter"
 )
 
 // Environment variables our own re-exec sets. They are removed as soon as
@@ -108,6 +110,16 @@ func parseState(v string) error {
 // Sandboxed reports whether this process is the sandboxed one started by
 // User, rather than the process the user invoked.
 func Sandboxed() bool { return inherited.sandbox }
+
+// Reexecuted reports whether this process is one of ours started by
+// another that has parsed the same command line already: the sandboxed
+// process, or the invoked process executed again to join a user
+// namespace first. What is said about the options (warnings) is said by
+// the first process only, not two or three times.
+func Reexecuted() bool {
+	joined, _ := nsenter.Joined()
+	return inherited.sandbox || joined
+}
 
 // formatState builds the value of envSandbox for the sandboxed process.
 func formatState(status int, keep CapSet, uid, gid int, files map[string]int) string {

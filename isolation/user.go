@@ -108,11 +108,15 @@ func FinalIDs(cfg *Config) (uid, gid int, err error) {
 // NET_ADMIN (pasta) to create and configure the tap device; SYS_PTRACE
 // (pasta) to enter the command's namespace through its pidfd: the command
 // holds every capability in our user namespace, more than we keep, and
-// the kernel's ptrace access check asks for SYS_PTRACE then.
-func sandboxCaps(mode allow.Mode) CapSet {
+// the kernel's ptrace access check asks for SYS_PTRACE then; SYS_CHROOT
+// with --chroot-fallback.
+func sandboxCaps(cfg *Config) CapSet {
 	s := caps(unix.CAP_SYS_ADMIN, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE)
-	if mode == allow.Pasta {
+	if cfg.Mode == allow.Pasta {
 		s |= caps(unix.CAP_NET_ADMIN, unix.CAP_SYS_PTRACE)
+	}
+	if cfg.ChrootFallback {
+		s |= caps(unix.CAP_SYS_CHROOT) // Prefork's chroot, where pivot_root fails
 	}
 	return s
 }
@@ -168,6 +172,8 @@ func makePlan(cfg *Config, uid, gid int) plan {
 //     namespaces that stage 3 completes: Go can only create namespaces for
 //     a new process (see doc.go). The descriptors from Carry and --fd (at
 //     its own number) are passed on; in the background it is a new session.
+//     Until it is ready, the supervisor opens /dev/net/tun for it on
+//     request (OpenTun), with the privileges the sandboxed process lacks.
 //   - in the invoked process, supervise: relay SIGTERM, SIGINT, SIGHUP and
 //     SIGQUIT, write the --pid file with the sandboxed process's PID once
 //     it is ready, and either exit with its status (foreground) or exit 0
@@ -184,6 +190,9 @@ func User(cfg *Config) (cont bool, status int, err error) {
 	if inherited.sandbox {
 		if _, err := nsenter.CapsNarrowed(); err != nil {
 			return false, 1, err
+		}
+		if fd, ok := inherited.files[carryBroker]; ok {
+			broker = fd
 		}
 		return true, 0, nil
 	}
@@ -282,8 +291,13 @@ func supervise(cfg *Config, p plan) (bool, int, error) {
 		files[c.name] = place(f, -1)
 	}
 	// Empty slots (nil) below --fd are simply closed in the child.
+	brokerSup, brokerChild, err := newBroker()
+	if err != nil {
+		return false, 1, err
+	}
+	files[carryBroker] = place(brokerChild, -1)
 
-	keep := sandboxCaps(cfg.Mode)
+	keep := sandboxCaps(cfg)
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = os.Args
 	cmd.Env = append(os.Environ(),
@@ -310,7 +324,13 @@ func supervise(cfg *Config, p plan) (bool, int, error) {
 		if os.Geteuid() == 0 {
 			// setgroups is denied inside the new namespace: clear ours
 			// now so that it inherits none (root's group 0 above all).
-			if err := syscall.Setgroups(nil); err != nil {
+			// Where our own namespace denies setgroups already (root of
+			// an `unshare -r` namespace), nobody can change them, the
+			// C original does not try, and only the groups mapped there
+			// could be used anyway.
+			if setgroupsDenied() {
+				slog.Debug("supplementary groups kept: setgroups is denied in this user namespace")
+			} else if err := syscall.Setgroups(nil); err != nil {
 				return false, 1, fmt.Errorf("clearing supplementary groups: %w", err)
 			}
 		}
@@ -344,9 +364,15 @@ func supervise(cfg *Config, p plan) (bool, int, error) {
 	if err := cmd.Start(); err != nil {
 		statusR.Close()
 		statusW.Close()
+		brokerSup.Close()
+		brokerChild.Close()
 		return false, 1, fmt.Errorf("starting sandboxed process: %w", err)
 	}
 	statusW.Close()
+	// Our copy of the child's end goes, so that the end of the child's
+	// (Prefork, or its exit) ends the broker.
+	brokerChild.Close()
+	go serveBroker(brokerSup)
 	go func() {
 		for s := range sigs {
 			cmd.Process.Signal(s)

@@ -100,7 +100,12 @@ func forEachPeerMode(t *testing.T, modes []pastaMode, fn func(t *testing.T, peer
 	t.Helper()
 	for _, peer := range peers(t) {
 		for _, mode := range modes {
-			t.Run(peer.Name+"/"+mode.name, func(t *testing.T) { fn(t, peer, mode) })
+			t.Run(peer.Name+"/"+mode.name, func(t *testing.T) {
+				if mode.unprivileged {
+					nstest.RequireUnprivileged(t) // and /dev/net/tun usable, for this test only
+				}
+				fn(t, peer, mode)
+			})
 		}
 	}
 }

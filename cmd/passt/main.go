@@ -20,6 +20,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"gopasst/datapath/config"
 )
@@ -45,9 +48,24 @@ func modeFromName(argv0 string) config.Mode {
 }
 
 func main() {
+	setProcName()
 	if runRole() {
 		return
 	}
 	execOptimised()
 	os.Exit(run(modeFromName(os.Args[0]), os.Args[1:]))
+}
+
+// setProcName names this process as it was invoked ("pasta", "passt",
+// "pasta.avx2"...), for ps, top, pidof and systemd: our re-executions run
+// /proc/self/exe, whose name, the kernel's default for the process, is
+// "exe". argv[0], which every re-execution keeps, says what we are.
+func setProcName() {
+	name := filepath.Base(os.Args[0])
+	if name == "" || name == "." || name == "/" {
+		return
+	}
+	b := make([]byte, min(len(name), 15)+1) // TASK_COMM_LEN: 15 bytes and the NUL
+	copy(b, name)
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
 }

@@ -248,6 +248,11 @@ func (st *parseState) finish(operands []string) error {
 	return st.forwarding()
 }
 
+// warnOption prints a warning about the command line: logging.Warnf, unless
+// this process repeats a parse that an earlier process of ours printed its
+// warnings for already (see run).
+var warnOption = logging.Warnf
+
 // pastaNamespace handles pasta's operands: a single numeric operand is the
 // PID whose namespaces to join, anything else is the command to run. A
 // target given both ways is an error.
@@ -268,6 +273,11 @@ func (st *parseState) pastaNamespace(operands []string) error {
 		}
 	} else if len(operands) > 0 {
 		cfg.Command = append([]string(nil), operands...)
+	}
+	if cfg.FD >= 0 && cfg.Spawning() {
+		// pasta -F takes a tap device someone opened for us: in the
+		// namespace we are to attach to, which must be named.
+		return fmt.Errorf("%s: -F/--fd: a tap device needs its namespace: give PID or --netns", st.prog)
 	}
 	// Joining a network namespace without a user namespace to join: only
 	// the network namespace.
@@ -291,7 +301,7 @@ func (st *parseState) forwarding() error {
 	cfg := st.cfg
 	first, last, err := ephemeralRange()
 	if err != nil {
-		logging.Warnf("%v", err)
+		warnOption("%v", err)
 	}
 	cfg.EphemeralFirst, cfg.EphemeralLast = first, last
 	caps := fwd.Caps{
@@ -316,6 +326,17 @@ func (st *parseState) forwarding() error {
 		t, proto := table(f.short)
 		if err := t.Parse(proto, f.spec); err != nil {
 			return fmt.Errorf("%s: %s: invalid value %q: %v", st.prog, f.name, f.spec, err)
+		}
+		// What parses but has no implementation yet is refused at start
+		// (NotYet), not accepted and ignored: the port scanner ("auto")
+		// and namespace-to-host forwarding are the forwarding work's.
+		if (f.short == 'T' || f.short == 'U') && f.spec != "none" {
+			cfg.NotYet = append(cfg.NotYet, fmt.Sprintf("%s %s: namespace-to-host port forwarding (-T/-U): not implemented yet", f.name, f.spec))
+		}
+		for _, tok := range strings.Split(f.spec, ",") {
+			if tok == "auto" {
+				cfg.NotYet = append(cfg.NotYet, fmt.Sprintf("%s auto: automatic port forwarding: not implemented yet", f.name))
+			}
 		}
 	}
 	if cfg.Mode == config.ModePasta {
@@ -468,7 +489,7 @@ func init() {
 		}},
 		{optDef{'f', []string{"foreground"}, noArg}, bothModes, flag(func(c *config.Config) *bool { return &c.Foreground })},
 		{optDef{'e', []string{"stderr"}, noArg}, bothModes, func(st *parseState, _ string) error {
-			logging.Warnf("%s: --stderr will be dropped soon", st.prog)
+			warnOption("%s: --stderr will be dropped soon", st.prog)
 			return nil
 		}},
 		{optDef{'l', []string{"log-file"}, requiredArg}, bothModes, func(st *parseState, v string) error {
@@ -702,13 +723,13 @@ func init() {
 		{optDef{0, []string{"no-netns-quit"}, noArg}, pastaOnly, flag(func(c *config.Config) *bool { return &c.NoNetNSQuit })},
 		{optDef{0, []string{"config-net"}, noArg}, pastaOnly, flag(func(c *config.Config) *bool { return &c.ConfigNet })},
 		{optDef{0, []string{"no-copy-routes"}, noArg}, pastaOnly, func(st *parseState, _ string) error {
-			logging.Warnf("%s: --no-copy-routes will be dropped soon", st.prog)
+			warnOption("%s: --no-copy-routes will be dropped soon", st.prog)
 			st.cfg.NoCopyRoutes, st.cfg.V4.NoCopyRoutes, st.cfg.V6.NoCopyRoutes = true, true, true
 			st.noCopyOpt = append(st.noCopyOpt, st.name)
 			return nil
 		}},
 		{optDef{0, []string{"no-copy-addrs"}, noArg}, pastaOnly, func(st *parseState, _ string) error {
-			logging.Warnf("%s: --no-copy-addrs will be dropped soon", st.prog)
+			warnOption("%s: --no-copy-addrs will be dropped soon", st.prog)
 			st.cfg.NoCopyAddrs, st.cfg.V4.NoCopyAddrs, st.cfg.V6.NoCopyAddrs = true, true, true
 			st.noCopyOpt = append(st.noCopyOpt, st.name)
 			return nil

@@ -301,6 +301,9 @@ func TestParseOK(t *testing.T) {
 				if c.TargetPID != 4242 || !c.TCPIn.Scanning() {
 					t.Errorf("%+v", c)
 				}
+				if len(c.NotYet) != 2 || !strings.Contains(c.NotYet[0], "--tcp-ports auto: automatic port forwarding: not implemented yet") {
+					t.Errorf("auto given: refused with %q, want the scanner named", c.NotYet)
+				}
 			}},
 		{"libvirt", config.ModePasst, []string{"--one-off", "--socket", "/run/libvirt/qemu/passt/1.socket", "--pid", "/run/x.pid",
 			"--address", "192.168.1.50", "--netmask", "24", "--gateway", "192.168.1.1", "--interface", "eth0", "-t", "2222:22"},
@@ -411,7 +414,7 @@ func TestCompatOptions(t *testing.T) {
 	common := [][]string{
 		{"-d"}, {"--debug"}, {"--trace"}, {"-q"}, {"--quiet"}, {"-f"}, {"--foreground"},
 		{"-l", "/tmp/l"}, {"--log-file", "/tmp/l"}, {"--log-size", "1048576"}, {"--runas", "1000:1000"},
-		{"-p", "/tmp/p"}, {"--pcap", "/tmp/p"}, {"-P", "/tmp/pid"}, {"--pid", "/tmp/pid"}, {"-F", "3"}, {"--fd", "3"},
+		{"-p", "/tmp/p"}, {"--pcap", "/tmp/p"}, {"-P", "/tmp/pid"}, {"--pid", "/tmp/pid"},
 		{"-m", "1500"}, {"--mtu", "1500"}, {"-a", "192.0.2.2"}, {"--address", "2001:db8::2"}, {"-n", "24"},
 		{"--netmask", "255.255.255.0"}, {"-M", "9a:55:9a:55:9a:56"}, {"--mac-addr", "9a:55:9a:55:9a:56"},
 		{"-g", "192.0.2.1"}, {"--gateway", "fe80::1"}, {"-i", "eth0"}, {"--interface", "eth0"},
@@ -443,6 +446,15 @@ func TestCompatOptions(t *testing.T) {
 		}
 		if !ok && (err == nil || !strings.Contains(err.Error(), "mode only")) {
 			t.Errorf("%v %q: got %v, want a mode error", mode, args, err)
+		}
+	}
+	// -F/--fd: passt's connected socket; pasta's tap device, which lives
+	// in the namespace pasta attaches to: refused without one.
+	for _, a := range [][]string{{"-F", "3"}, {"--fd", "3"}} {
+		try(config.ModePasst, a, true)
+		try(config.ModePasta, append(a, "--netns", "x"), true)
+		if _, err := parseArgs(config.ModePasta, a); err == nil || !strings.Contains(err.Error(), "give PID or --netns") {
+			t.Errorf("pasta %q without a namespace: %v, want refused", a, err)
 		}
 	}
 	for _, a := range common {
@@ -522,4 +534,33 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatal("no Config and no error")
 		}
 	})
+}
+
+// TestNotYet: what parses but is not built yet is listed for refusal at
+// start (explicit auto, -T/-U with ports), and nothing else is: pasta's
+// implicit auto default, "none" and fixed ports are fine.
+func TestNotYet(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string // "" nothing refused
+	}{
+		{nil, ""},
+		{[]string{"-t", "none", "-u", "none", "-T", "none", "-U", "none"}, ""},
+		{[]string{"-t", "8080", "-u", "53"}, ""},
+		{[]string{"-t", "auto"}, "-t auto: automatic port forwarding: not implemented yet"},
+		{[]string{"-u", "auto,~53"}, "-u auto: automatic port forwarding: not implemented yet"},
+		{[]string{"-T", "5432"}, "-T 5432: namespace-to-host port forwarding (-T/-U): not implemented yet"},
+		{[]string{"--udp-ns", "53"}, "--udp-ns 53: namespace-to-host port forwarding (-T/-U): not implemented yet"},
+	} {
+		cfg, err := parseArgs(config.ModePasta, c.args)
+		if err != nil {
+			t.Fatalf("%q: %v", c.args, err)
+		}
+		switch {
+		case c.want == "" && len(cfg.NotYet) != 0:
+			t.Errorf("%q: refused %q", c.args, cfg.NotYet)
+		case c.want != "" && (len(cfg.NotYet) == 0 || cfg.NotYet[0] != c.want):
+			t.Errorf("%q: refused %q, want %q", c.args, cfg.NotYet, c.want)
+		}
+	}
 }

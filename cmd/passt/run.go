@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"gopasst/datapath/config"
 	"gopasst/datapath/engine"
 	"gopasst/datapath/hostinfo"
@@ -37,12 +39,18 @@ func run(mode config.Mode, args []string) int {
 			return 0
 		}
 	}
+	if isolation.Reexecuted() {
+		warnOption = func(string, ...any) {} // the first process warned
+	}
 	cfg, err := parseOptions(mode, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	setLogLevel(cfg)
+	if len(cfg.NotYet) > 0 {
+		return fail(mode, errors.New(cfg.NotYet[0]))
+	}
 	if err := hostinfo.Complete(cfg); err != nil {
 		return fail(mode, err)
 	}
@@ -142,6 +150,8 @@ func isolationConfig(cfg *config.Config) isolation.Config {
 		FD:         cfg.FD,
 		NetNS:      netns,
 		UserNS:     userns,
+
+		ChrootFallback: cfg.ChrootFallback,
 	}
 }
 
@@ -160,9 +170,21 @@ func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine,
 	var tapFD int
 	var res *netconf.Result
 	err = ns.Do(func() error {
-		fd, name, err := tap.CreateDevice(cfg.NSIfName)
+		var fd int
+		var name string
+		var err error
+		if cfg.FD >= 0 {
+			// -F: a tap device opened for us, in the namespace we
+			// attached to. The loop needs it non-blocking.
+			fd = cfg.FD
+			if name, err = tap.DeviceName(fd); err == nil {
+				err = unix.SetNonblock(fd, true)
+			}
+		} else {
+			fd, name, err = tap.CreateDeviceWith(cfg.NSIfName, openTunBrokered)
+		}
 		if err != nil {
-			return err
+			return tunHint(err)
 		}
 		tapFD = fd
 		res, err = netconf.Apply(cfg, host, name)
@@ -199,6 +221,30 @@ func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine,
 		e.Guest.SeenV6LL = res.LinkLocal
 	}
 	return e, ns, nil
+}
+
+// openTunBrokered asks the supervisor, which may have the privileges we
+// lack (started as root, the device mode 0600), to open /dev/net/tun in
+// the network namespace of the calling thread: pasta's namespace worker.
+// Returns the descriptor or an error.
+func openTunBrokered() (int, error) {
+	ns, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(ns)
+	return isolation.OpenTun(ns)
+}
+
+// tunHint adds to a refusal of /dev/net/tun what to change: an
+// unprivileged user may open it only if it is usable by everyone, as
+// Debian ships it (some images make it 0600).
+func tunHint(err error) error {
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w: this user may not use it: make it usable by everyone, as Debian ships it "+
+			"(chmod 0666 /dev/net/tun, or the udev rule KERNEL==\"tun\", MODE=\"0666\")", err)
+	}
+	return err
 }
 
 // setLogLevel applies -q, -d and --trace, as the C original: quiet shows

@@ -179,6 +179,11 @@ type Config struct {
 	NoCopyAddrs    bool     // --no-copy-addrs given (effective per family: IP.NoCopyAddrs)
 	EphemeralFirst uint16   // ip_local_port_range of the host, read at start
 	EphemeralLast  uint16
+
+	// NotYet lists what the command line asks for that parses but has no
+	// implementation yet ("-T 22: ... not implemented yet"): the program
+	// refuses to start with the first, rather than accept and ignore it.
+	NotYet []string
 }
 
 // Spawning reports whether pasta creates its own namespace to run Command

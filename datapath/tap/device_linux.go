@@ -40,14 +40,26 @@ const OffloadEnv = "GOPASST_TAP_OFFLOAD"
 // descriptor and the interface's name, or an error; the offloads in effect
 // are logged (debug).
 func CreateDevice(name string) (fd int, ifname string, err error) {
+	return CreateDeviceWith(name, nil)
+}
+
+// Opener opens /dev/net/tun for CreateDeviceWith, on the calling thread's
+// behalf (the device's network namespace is its opener's): for a process
+// that may not open the device itself, and can ask one that may.
+type Opener func() (int, error)
+
+// CreateDeviceWith is CreateDevice with open called to get the
+// /dev/net/tun descriptor when opening it ourselves is refused (EACCES,
+// EPERM: the device's mode). open nil: no second chance.
+func CreateDeviceWith(name string, open Opener) (fd int, ifname string, err error) {
 	mode := os.Getenv(OffloadEnv)
 	vnet := mode != "off" && mode != "0" && mode != "none"
-	fd, ifname, err = openTap(name, vnet)
-	if err != nil && vnet {
+	fd, ifname, err = openTap(name, vnet, open)
+	if err != nil && vnet && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
 		// A kernel without IFF_VNET_HDR (none since 2.6.27) or a
 		// refusing LSM: the plain tap still works.
 		vnet = false
-		fd, ifname, err = openTap(name, false)
+		fd, ifname, err = openTap(name, false, open)
 	}
 	if err != nil || !vnet {
 		logging.Debugf("tap %s: no virtio-net header, no offloads", ifname)
@@ -67,12 +79,22 @@ func CreateDevice(name string) (fd int, ifname string, err error) {
 	return fd, ifname, nil
 }
 
-// openTap opens /dev/net/tun and attaches it to tap name.
+// openTap opens /dev/net/tun (through open if we may not) and attaches it
+// to tap name.
 //
-// name: the interface name; vnet: whether to ask for IFF_VNET_HDR. Returns
-// the descriptor and the interface's name, or an error.
-func openTap(name string, vnet bool) (int, string, error) {
+// name: the interface name; vnet: whether to ask for IFF_VNET_HDR; open:
+// see CreateDeviceWith. Returns the descriptor and the interface's name, or
+// an error.
+func openTap(name string, vnet bool, open Opener) (int, string, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if (err == unix.EACCES || err == unix.EPERM) && open != nil {
+		var oerr error
+		if fd, oerr = open(); oerr == nil {
+			err = nil
+		} else {
+			logging.Debugf("open /dev/net/tun: %v; asking for it: %v", err, oerr)
+		}
+	}
 	if err != nil {
 		return -1, "", fmt.Errorf("open /dev/net/tun: %w", err)
 	}
@@ -91,6 +113,23 @@ func openTap(name string, vnet bool) (int, string, error) {
 		return -1, "", fmt.Errorf("TUNSETIFF %q: %w", name, err)
 	}
 	return fd, ifr.Name(), nil
+}
+
+// DeviceName returns the interface name of tap descriptor fd (pasta's
+// -F: a tap opened by whoever started us), or an error if fd is not a
+// tap device (a tun device, a socket, a closed descriptor).
+func DeviceName(fd int) (string, error) {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return "", err
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return "", fmt.Errorf("descriptor %d is no tap device (TUNGETIFF: %w)", fd, err)
+	}
+	if ifr.Uint16()&unix.IFF_TAP == 0 {
+		return "", fmt.Errorf("descriptor %d is a tun device, not a tap", fd)
+	}
+	return ifr.Name(), nil
 }
 
 // vnetHdrLen returns the virtio-net header length of tap descriptor fd: 0

@@ -68,16 +68,14 @@ func setprivArgs() []string {
 	return []string{"setpriv", "--reuid=" + TestUser, "--regid=" + TestUser, "--clear-groups"}
 }
 
-// requireUnprivileged skips t, with the reason, unless TestUser exists and
-// may open /dev/net/tun.
-func requireUnprivileged(t testing.TB) {
+// RequireUnprivileged skips t, with the reason, unless TestUser exists,
+// and makes /dev/net/tun usable by it for t's duration (WidenTun).
+func RequireUnprivileged(t testing.TB) {
 	t.Helper()
 	if _, err := user.Lookup(TestUser); err != nil {
 		t.Skipf("user %s missing (%v): run test/setup", TestUser, err)
 	}
-	if fi, err := os.Stat("/dev/net/tun"); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
-		t.Skipf("/dev/net/tun not usable by %s: run test/setup (makes it 0666)", TestUser)
-	}
+	WidenTun(t)
 }
 
 // StartPasta starts pasta inside host h as opts say, and waits until the
@@ -98,7 +96,7 @@ func (h *Host) StartPasta(t testing.TB, opts PastaOpts) *Pasta {
 	}
 	var prefix []string
 	if opts.Unprivileged {
-		requireUnprivileged(t)
+		RequireUnprivileged(t)
 		prefix = setprivArgs()
 	}
 	p := &Pasta{Host: h}

@@ -64,13 +64,15 @@ func buildHarness(t *testing.T, tags string) string {
 	return bin
 }
 
-// testUser returns the credentials of nstest.TestUser, skipping without it.
+// testUser returns the credentials of nstest.TestUser, skipping without it,
+// with /dev/net/tun usable by it for t's duration.
 func testUser(t *testing.T) *syscall.Credential {
 	t.Helper()
 	u, err := user.Lookup(nstest.TestUser)
 	if err != nil {
 		t.Skipf("no user %s (run test/setup)", nstest.TestUser)
 	}
+	nstest.WidenTun(t) // the harness opens /dev/net/tun as this user
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
