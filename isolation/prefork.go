@@ -35,6 +35,20 @@ var threads struct {
 	run []func(func() error) error
 }
 
+// announcement is what the supervisor prints once we are ready (Announce).
+var announcement []byte
+
+// Announce sets a message the supervisor prints on its standard error once
+// this process is ready (Prefork), after it wrote the PID file: passt's
+// "You can now start qemu" with the socket's path, which programs that
+// start us read only once the PID file exists. Call it in the sandboxed
+// process before Prefork; msg should end with a newline.
+func Announce(msg string) {
+	if inherited.sandbox {
+		announcement = []byte(msg)
+	}
+}
+
 // RegisterThread adds a locked thread that Prefork must also narrow the
 // capabilities of: run must execute its argument on that thread and return
 // its error. datapath/netns registers its namespace worker.
@@ -128,7 +142,7 @@ func Prefork(cfg *Config) error {
 	// Set-up is over: nothing more to ask of the supervisor.
 	closeBroker()
 	if inherited.statusFD >= 0 {
-		_, err := unix.Write(inherited.statusFD, []byte{readyByte})
+		_, err := unix.Write(inherited.statusFD, append([]byte{readyByte}, announcement...))
 		unix.Close(inherited.statusFD)
 		inherited.statusFD = -1
 		if err != nil {

@@ -6,6 +6,7 @@ package isolation
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -381,13 +382,21 @@ func supervise(cfg *Config, p plan) (bool, int, error) {
 	slog.Debug(fmt.Sprintf("sandboxed process %d: uid %d gid %d, new user namespace %v, clone flags %#x",
 		cmd.Process.Pid, p.uid, p.gid, p.newUserNS, p.cloneflags))
 
-	ready := make([]byte, 1)
-	n, _ := statusR.Read(ready)
+	// The ready byte, then the announcement if there is one, then the
+	// end of the pipe (the sandboxed process closes it).
+	ready, _ := io.ReadAll(io.LimitReader(statusR, 64<<10))
 	statusR.Close()
-	if n == 1 && ready[0] == readyByte {
+	if len(ready) >= 1 && ready[0] == readyByte {
 		if pidFile != nil {
 			fmt.Fprintf(pidFile, "%d\n", cmd.Process.Pid)
 			pidFile.Close()
+		}
+		// What the sandboxed process asked to say once it is ready
+		// (passt's socket): after the PID file, as programs that start
+		// us wait for both; on our stderr, which may be a pipe nobody
+		// reads any more (libvirt's): a write error is ignored.
+		if msg := ready[1:]; len(msg) > 0 {
+			os.Stderr.Write(msg)
 		}
 		if !p.foreground {
 			return false, 0, nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 
 	"golang.org/x/sys/unix"
 
@@ -30,6 +31,9 @@ import (
 // configuration and carries on with set-up.
 func run(mode config.Mode, args []string) int {
 	logging.Install()
+	// A write to a closed stderr (libvirt closes its end of our stderr
+	// pipe early) must be an error, not the SIGPIPE that would end us.
+	signal.Ignore(unix.SIGPIPE)
 	if err := isolation.Initial(args); err != nil {
 		return fail(mode, err)
 	}
@@ -53,9 +57,6 @@ func run(mode config.Mode, args []string) int {
 	}
 	if err := hostinfo.Complete(cfg); err != nil {
 		return fail(mode, err)
-	}
-	if cfg.Mode == config.ModePasst {
-		return fail(mode, errors.New("passt mode (qemu socket): not implemented yet"))
 	}
 
 	// What only the invoked process can open (it may have privileges the
@@ -107,7 +108,25 @@ func run(mode config.Mode, args []string) int {
 		logging.OpenSyslog()
 	}
 	logging.Debugf("%s %s, %s", mode, version, buildName())
-	e, ns, err := setup(cfg, icmp4, icmp6, pcapFile)
+	pre, err := icmp.SocketsFromFiles(icmp4, icmp6)
+	if err != nil {
+		return fail(mode, err)
+	}
+	var capture tap.Pcap
+	if pcapFile != nil {
+		w, err := pcap.FromFile(pcapFile)
+		if err != nil {
+			return fail(mode, fmt.Errorf("--pcap: %w", err))
+		}
+		capture = w
+	}
+	var e *engine.Engine
+	var ns *netns.NS
+	if cfg.Mode == config.ModePasst {
+		e, err = setupPasst(cfg, pre, capture)
+	} else {
+		e, ns, err = setupPasta(cfg, pre, capture)
+	}
 	if err != nil {
 		return fail(mode, err)
 	}
@@ -120,8 +139,10 @@ func run(mode config.Mode, args []string) int {
 	if err := isolation.Postfork(&icfg); err != nil {
 		return fail(mode, err)
 	}
-	if err := ns.Release(); err != nil {
-		return fail(mode, err)
+	if ns != nil {
+		if err := ns.Release(); err != nil {
+			return fail(mode, err)
+		}
 	}
 	status, err = e.Run()
 	if err != nil {
@@ -155,9 +176,45 @@ func isolationConfig(cfg *config.Config) isolation.Config {
 	}
 }
 
-// setup opens everything the engine will use: pasta's namespace and its
+// setupPasst opens what passt mode's engine will use: the socket qemu
+// connects to (listening at -s PATH or the first free /tmp/passt_N.socket,
+// announced once we are ready), or the connected socket given with -F;
+// and the engine with its listeners.
+func setupPasst(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engine.Engine, error) {
+	lfd, cfd := -1, -1
+	if cfg.FD >= 0 {
+		// -F: a connected socket (qemu 10's -netdev passt hands it as
+		// fd 3); one-off by definition.
+		cfd = cfg.FD
+		if err := unix.SetNonblock(cfd, true); err != nil {
+			return nil, fmt.Errorf("-F %d: %w", cfd, err)
+		}
+	} else {
+		fd, path, err := tap.ListenStream(cfg.Socket)
+		if err != nil {
+			return nil, err
+		}
+		lfd = fd
+		logging.Infof("UNIX domain socket bound at %s", path)
+		if cfg.Log > config.LogQuiet {
+			isolation.Announce(qemuHint(path))
+		}
+	}
+	be := tap.NewStream(lfd, cfd, cfg.OneOff, engine.QueueLen, capture)
+	return engine.New(cfg, be, engine.Options{ICMP: pre, Signals: true})
+}
+
+// qemuHint is what passt says once it listens, as the C original: how to
+// start qemu on the socket at path.
+func qemuHint(path string) string {
+	return "\nYou can now start qemu (>= 7.2):\n" +
+		"    kvm ... -device virtio-net-pci,netdev=s -netdev stream,id=s,server=off,addr.type=unix,addr.path=" + path + "\n" +
+		"or, with libvirt: <interface type='user'><backend type='passt'/>...\n"
+}
+
+// setupPasta opens what pasta's engine will use: pasta's namespace and its
 // tap device, configured, and the engine with its listeners.
-func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine, *netns.NS, error) {
+func setupPasta(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engine.Engine, *netns.NS, error) {
 	host, err := netconf.ReadHost(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -200,18 +257,6 @@ func setup(cfg *config.Config, icmp4, icmp6, pcapFile *os.File) (*engine.Engine,
 		cfg.V6.Enabled = false
 	}
 	cfg.GuestMAC = res.MAC
-	pre, err := icmp.SocketsFromFiles(icmp4, icmp6)
-	if err != nil {
-		return nil, nil, err
-	}
-	var capture tap.Pcap
-	if pcapFile != nil {
-		w, err := pcap.FromFile(pcapFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--pcap: %w", err)
-		}
-		capture = w
-	}
 	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, Announce: cfg.ConfigNet}
 	e, err := engine.New(cfg, tap.NewDevice(tapFD, engine.QueueLen, capture), o)
 	if err != nil {

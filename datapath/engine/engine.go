@@ -161,13 +161,19 @@ func (w watcher) Unwatch(fd int) { w.l.Del(fd) }
 // acts on what it reports.
 func (e *Engine) tapReady(r loop.Ref, events uint32) {
 	ev, err := e.Tap.Ready(r.Index(), events)
+	if errors.Is(err, tap.ErrDone) {
+		// The one guest we serve went away (passt -1): a clean end,
+		// status 0, as the C original's.
+		logging.Infof("%v: exiting", err)
+		e.Stop()
+		return
+	}
 	if err != nil {
 		e.fail(err)
 		return
 	}
-	if ev&tap.EventDown != 0 {
-		logging.Infof("guest disconnected")
-	}
+	// EventDown needs nothing here: the back end logged it and drops
+	// frames until the next guest (EventUp).
 	if ev&tap.EventUp != 0 {
 		e.resetGuest()
 		e.Announce()
