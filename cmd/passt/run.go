@@ -55,7 +55,16 @@ func run(mode config.Mode, args []string) int {
 	if len(cfg.NotYet) > 0 {
 		return fail(mode, errors.New(cfg.NotYet[0]))
 	}
-	if err := hostinfo.Complete(cfg); err != nil {
+	// Host discovery logs what it finds (the template interface, local
+	// mode, missing resolvers). A re-executed process finds the same, and
+	// the first one has said it on the same stderr: errors only, as for
+	// the option warnings, or every line comes twice.
+	if isolation.Reexecuted() {
+		logging.SetLevel(logging.Error)
+	}
+	err = hostinfo.Complete(cfg)
+	setLogLevel(cfg)
+	if err != nil {
 		return fail(mode, err)
 	}
 
