@@ -6,9 +6,10 @@
 // and -6), SLAAC, ping and UDP over both families, TCP integrity and 1000
 // concurrent connections with passt's descriptors afterwards, inbound
 // forwarding, the socket's life cycle (reconnection, a second client, -1,
-// the PID file), a storm of malformed frames, and the command lines qemu 10
-// and libvirt use. -peer selects Debian's passt, gopasst's (-bin DIR/passt)
-// or both.
+// the PID file), a storm of malformed frames, the command lines qemu 10
+// and libvirt use, start-up lines said once, and streampeer's own relay
+// mode (the ceiling measurement's link). -peer selects Debian's passt,
+// gopasst's (-bin DIR/passt) or both.
 
 package test
 
@@ -510,7 +511,11 @@ func TestPasstPeerUDP(t *testing.T) {
 					streamFill(req, uint64(100+i), int64(size))
 					back, err := udpRoundTrip(conn, req, 6*time.Second)
 					if err != nil {
-						t.Fatalf("%d bytes to %s: %v", size, dst, err)
+						err = fmt.Errorf("%d bytes to %s: %w", size, dst, err)
+						if c.dst == nstest.HostGW6 {
+							knownLimit(t, w.np, reasonUDP6Gateway, err)
+						}
+						t.Fatal(err)
 					}
 					if !bytes.Equal(back, req) {
 						t.Fatalf("%d bytes to %s: %d bytes came back, or other bytes", size, dst, len(back))
@@ -544,9 +549,21 @@ func passtTCPWorld(t *testing.T, w *passtWorld) *tcpWorld {
 // maxSchedTimeouts retransmission timeouts (see tcpIntegrity).
 func TestPasstPeerTCPIntegrity(t *testing.T) {
 	forEachPasst(t, func(t *testing.T, w *passtWorld) {
+		if w.peer.Name == "debian" {
+			t.Skipf("%s %s", debianVersion, reasonDebianPasstTCP)
+		}
 		tcpIntegrity(t, passtTCPWorld(t, w), 256<<20)
 	})
 }
+
+// reasonDebianPasstTCP is why TestPasstPeerTCPIntegrity skips Debian's
+// passt, and TestPasstPeerTCPConcurrent its inbound path: run against it
+// (2026-12-03) it fails as its pasta does (reasonDebianTCP): guest to
+// host, 256 MiB took 24 to 43 s (0.05 to 0.09 Gbit/s) with 14 to 33
+// retransmission timeouts; host to guest, a forwarded connection reaches
+// the guest only once the host's client has sent data, so a server that
+// waits for the connection before anything is sent times out.
+const reasonDebianPasstTCP = "as its pasta: guest-to-host transfers stall with retransmission timeouts (256 MiB in 24-43 s, 14-33 timeouts), forwarded connections reach the guest only after the host's client sends"
 
 // TestPasstPeerTCPConcurrent opens 1000 connections at once through passt,
 // outbound and inbound over IPv4, moves 4 KiB each way on each (checked
@@ -556,7 +573,12 @@ func TestPasstPeerTCPConcurrent(t *testing.T) {
 	forEachPasst(t, func(t *testing.T, w *passtWorld) {
 		tw := passtTCPWorld(t, w)
 		for _, path := range []tcpPath{tcpPaths[0], tcpPaths[2]} {
-			t.Run(path.name, func(t *testing.T) { tw.concurrent(t, path, 1000) })
+			t.Run(path.name, func(t *testing.T) {
+				if path.inbound && w.peer.Name == "debian" {
+					t.Skipf("%s %s", debianVersion, reasonDebianPasstTCP)
+				}
+				tw.concurrent(t, path, 1000)
+			})
 		}
 	})
 }
@@ -580,7 +602,8 @@ func TestPasstPeerInbound(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { usrv.Close() })
-		go udpEchoServer(usrv, make(chan []byte, 1))
+		guestGot := make(chan []byte, 16)
+		go udpEchoServer(usrv, guestGot)
 		for _, lo := range []string{"127.0.0.1", "::1"} {
 			t.Run("tcp-"+lo, func(t *testing.T) {
 				req, ans := make([]byte, 300<<10), make([]byte, 200<<10)
@@ -602,7 +625,20 @@ func TestPasstPeerInbound(t *testing.T) {
 				req := []byte("inbound datagram to the guest via " + addr)
 				back, err := udpRoundTrip(c, req, 6*time.Second)
 				if err != nil {
+					reached := 0
+					for len(guestGot) > 0 {
+						if bytes.Equal(<-guestGot, req) {
+							reached++
+						}
+					}
+					err = fmt.Errorf("%w (the guest's server received it %d times)", err, reached)
+					if lo == "::1" {
+						knownLimit(t, w.np, reasonInboundUDP6, err)
+					}
 					t.Fatal(err)
+				}
+				for len(guestGot) > 0 {
+					<-guestGot
 				}
 				if !bytes.Equal(back, req) {
 					t.Fatalf("echo %q, want %q", back, req)
@@ -611,6 +647,9 @@ func TestPasstPeerInbound(t *testing.T) {
 		}
 	})
 }
+
+// reasonInboundUDP6 is why Debian's passt fails inbound UDP from ::1.
+const reasonInboundUDP6 = "a datagram forwarded with -u from the host's ::1 gets no answer back"
 
 // dialInRetry connects over network to addr from inside host h, retrying
 // refusals for up to 5 s (passt's listener may trail its socket).
@@ -790,6 +829,33 @@ const (
 // TestPasstPeerStorm.
 const reasonStormReset = "keeps a client that sent a length it cannot take open instead of resetting it"
 
+// reasonStormStuck is why Debian's passt fails the random frames of
+// TestPasstPeerStorm: as its pasta (reasonBadInput), it stops reading
+// its socket part way through them.
+const reasonStormStuck = "as its pasta, stops reading its socket part way through a few thousand malformed frames"
+
+// cpuShare returns the share of one CPU process pid used over the next
+// d (its utime and stime in /proc/PID/stat), 0 if it cannot be read.
+func cpuShare(pid int, d time.Duration) float64 {
+	ticks := func() float64 {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		i := bytes.LastIndexByte(b, ')')
+		if err != nil || i < 0 {
+			return 0
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			return 0
+		}
+		u, _ := strconv.ParseFloat(f[11], 64)
+		s, _ := strconv.ParseFloat(f[12], 64)
+		return u + s
+	}
+	before := ticks()
+	time.Sleep(d)
+	return (ticks() - before) / 100 / d.Seconds() // USER_HZ is 100 on Linux
+}
+
 // TestPasstPeerStorm writes into passt's socket, as separate clients: a
 // few thousand malformed frames (random bytes, truncated and corrupted
 // frames of every kind passt answers, test/pasta_badinput_test's
@@ -820,7 +886,9 @@ func TestPasstPeerStorm(t *testing.T) {
 			storm = append(storm, f...)
 		}
 		if err := stormClient(w.sock, storm, 0); err != nil {
-			t.Fatalf("random frames: %v", err)
+			err = fmt.Errorf("random frames: %w; passt's datapath process then used %.0f %% of a CPU for 1 s", err, 100*cpuShare(w.worker, time.Second))
+			knownLimit(t, w.np, reasonStormStuck, err)
+			t.Fatal(err)
 		}
 		t.Logf("%d random frames (%d KiB) in one client; %d shorter than an Ethernet header left out", stormFrames-short, len(storm)>>10, short)
 		w.alive(t)
@@ -878,7 +946,9 @@ func stormClient(path string, in []byte, closeWithin time.Duration) error {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	// 1 MiB takes passt well under a second: more than 10 s is a passt
+	// that stopped reading.
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	closed := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(io.Discard, c)
@@ -1075,10 +1145,10 @@ const reasonQuiet = "prints informational lines and 'Failed to send ... to syslo
 // TestPasstPeerLogOnce is the regression test for start-up lines printed
 // twice (once by the invoked process, once more by the sandboxed one,
 // which runs host discovery again): in a host whose resolv.conf has no
-// IPv6 nameserver, `passt -f` must print each line of its start-up once
-// (the missing nameserver's warning among them), and `passt -f -q` that
-// warning once and nothing else. Debian's lines about its missing syslog
-// are left out of the count.
+// IPv6 nameserver, `passt -f` must print each line of its start-up once,
+// and `passt -f -q` the missing nameserver's warning (as the C original)
+// once and nothing else. Debian's lines about its missing syslog are left
+// out of the count.
 func TestPasstPeerLogOnce(t *testing.T) {
 	nstest.RequireRoot(t)
 	for _, quiet := range []bool{false, true} {
@@ -1109,11 +1179,8 @@ func TestPasstPeerLogOnce(t *testing.T) {
 							t.Errorf("printed more than once: %q", l)
 						}
 					}
-					if seen[warning] != 1 {
-						t.Errorf("%q printed %d times, want once", warning, seen[warning])
-					}
-					if quiet && len(lines) != 1 {
-						knownLimit(t, w.np, reasonQuiet, fmt.Errorf("-q printed %q, want the warning alone", lines))
+					if quiet && !slices.Equal(lines, []string{warning}) {
+						knownLimit(t, w.np, reasonQuiet, fmt.Errorf("-q printed %q, want %q once and nothing else", lines, warning))
 					}
 					if t.Failed() {
 						t.Logf("passt's output:\n%s", w.passt.Output())
