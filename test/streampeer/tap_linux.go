@@ -47,7 +47,7 @@ func createTap(nsPath, name string, mac net.HardwareAddr, mtu int) (*os.File, er
 func createTapHere(nsPath, name string, mac net.HardwareAddr, mtu int) (*os.File, error) {
 	ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("-netns: %w", err)
+		return nil, fmt.Errorf("-netns %s: %w", nsPath, err)
 	}
 	err = unix.Setns(ns, unix.CLONE_NEWNET)
 	unix.Close(ns)
