@@ -61,13 +61,15 @@ vet:
 layers:
 	$(GO) test -count=1 ./test/layers
 
+# unit: every package's own tests, test/streampeer's included (a program
+# under test/ whose tests need no binaries).
 unit:
-	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test$$' | grep -v '/test/')
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test$$' | grep -v '/test/') ./test/streampeer
 
 # integration: the tests under test/ against the built binaries (test/layers
-# is the layers target's: it takes no -bin).
+# and test/streampeer are the layers and unit targets': they take no -bin).
 integration: all
-	$(GO) test -count=1 -timeout 60m $$($(GO) list ./test/... | grep -v '/test/layers$$') -v -args -bin $(CURDIR) -peer gopasst
+	$(GO) test -count=1 -timeout 60m $$($(GO) list ./test/... | grep -v '/test/layers$$' | grep -v '/test/streampeer$$') -v -args -bin $(CURDIR) -peer gopasst
 
 # bench: the full matrix (root; see bench/README.md), bench-quick the short
 # profile. BENCH_FLAGS adds options, e.g. BENCH_FLAGS="-only gopasst,veth -tests tcp".

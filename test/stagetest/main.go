@@ -168,9 +168,19 @@ func run() int {
 }
 
 // createTap creates tap device "tap0" on the worker's thread, as
-// tap.CreateDevice will, and leaves its descriptor open.
+// cmd/passt does (asking the supervisor for /dev/net/tun where we may not
+// open it), and leaves its descriptor open.
 func createTap() error {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err == unix.EACCES || err == unix.EPERM {
+		// As cmd/passt: the supervisor may open it (started as root,
+		// the device 0600), in this thread's namespace.
+		ns, nerr := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if nerr == nil {
+			fd, err = isolation.OpenTun(ns)
+			unix.Close(ns)
+		}
+	}
 	if err != nil {
 		return err
 	}
