@@ -25,9 +25,9 @@ type config struct {
 	label  string // as the tables show it
 	role   string // report.Role*
 	mode   string // "pasta", "passt"; "" for kernel references
-	path   string // "tap", "splice"
+	path   string // "tap", "splice", "stream" (passt's socket)
 	mtu    int    // 0: none (loopback, splice)
-	kind   string // "loopback", "veth", "pasta", "slirp4netns"
+	kind   string // "loopback", "veth", "pasta", "slirp4netns", "passt", "ceiling"
 	bin    string // the translator's binary
 	family string // configurations that share a probe verdict
 	tags   []string
@@ -56,53 +56,53 @@ func (c config) selected(only []string) bool {
 	return false
 }
 
-// configs returns the configurations of the run, in the order they run:
-// references first, then peers, then gopasst; those whose program is
-// absent are left out with a note.
-func (e *env) configs() []config {
+// avail is what a run has to measure with: the path of each translator
+// ("" when absent) and whether the stream peer could be built.
+type avail struct {
+	pastaPeer, passtPeer, slirp string   // Debian's pasta and passt, slirp4netns
+	oursPasta, oursPasst        string   // the run's copies of gopasst's binaries
+	extraPasta, extraPasst      []string // -pasta and -passt builds
+}
+
+// catalog returns every configuration p and av allow, unfiltered, in the
+// order they run: references first, then peers, other builds, gopasst.
+// It is the pure part of configs (the tests call it).
+func catalog(p profile, av avail) []config {
 	var out []config
-	p := e.prof
-	add := func(c config) {
-		if !c.selected(e.opts.Only) {
-			return
-		}
-		if c.mtu != 0 && len(e.opts.MTUs) > 0 {
-			keep := false
-			for _, m := range e.opts.MTUs {
-				keep = keep || m == c.mtu
-			}
-			if !keep {
-				return
-			}
-		}
-		out = append(out, c)
-	}
+	add := func(c config) { out = append(out, c) }
 	add(config{label: "loopback", role: report.RoleKernel, path: "splice", kind: "loopback",
 		family: "loopback", tags: []string{"loopback", "kernel", "splice"}})
 	for _, m := range p.vethMTUs {
 		add(config{label: "veth", role: report.RoleKernel, path: "tap", mtu: m, kind: "veth",
 			family: "veth", tags: []string{"veth", "kernel", "tap"}})
 	}
-	pastaPeer, havePasta := lookPath("pasta")
-	if havePasta {
+	// The stream path's ceiling: two stream peers joined by streampeer's
+	// relay, a link that carries passt's framing with nothing translated.
+	for _, m := range p.ceilingMTUs {
+		add(config{label: labelCeiling, role: report.RoleKernel, mode: "passt", path: "stream", mtu: m, kind: "ceiling",
+			family: "ceiling", tags: []string{"ceiling", "stream-ceiling", "kernel", "stream"}})
+	}
+	if av.pastaPeer != "" {
 		for _, m := range p.tapMTUs {
 			add(config{label: "Debian pasta", role: report.RolePeer, mode: "pasta", path: "tap", mtu: m, kind: "pasta",
-				bin: pastaPeer, family: "debian-pasta-tap", tags: []string{"debian", "debian-pasta", "peer", "tap"}})
+				bin: av.pastaPeer, family: "debian-pasta-tap", tags: []string{"debian", "debian-pasta", "peer", "tap"}})
 		}
 		add(config{label: "Debian pasta", role: report.RolePeer, mode: "pasta", path: "splice", kind: "pasta",
-			bin: pastaPeer, family: "debian-pasta-splice", tags: []string{"debian", "debian-pasta", "peer", "splice"}})
-	} else {
-		e.note("Debian pasta: not installed (package passt; test/setup installs it): column left out")
+			bin: av.pastaPeer, family: "debian-pasta-splice", tags: []string{"debian", "debian-pasta", "peer", "splice"}})
 	}
-	if slirp, ok := lookPath("slirp4netns"); ok {
+	if av.passtPeer != "" {
+		for _, m := range p.tapMTUs {
+			add(config{label: "Debian passt", role: report.RolePeer, mode: "passt", path: "stream", mtu: m, kind: "passt",
+				bin: av.passtPeer, family: "debian-passt", tags: []string{"debian", "debian-passt", "peer", "passt", "stream"}})
+		}
+	}
+	if av.slirp != "" {
 		for _, m := range p.slirpMTUs {
 			add(config{label: "slirp4netns", role: report.RolePeer, mode: "pasta", path: "tap", mtu: m, kind: "slirp4netns",
-				bin: slirp, family: "slirp4netns", tags: []string{"slirp4netns", "slirp", "peer", "tap"}})
+				bin: av.slirp, family: "slirp4netns", tags: []string{"slirp4netns", "slirp", "peer", "tap"}})
 		}
-	} else {
-		e.note("slirp4netns: not installed (test/setup installs it): column left out")
 	}
-	for i, b := range e.opts.ExtraPasta {
+	for i, b := range av.extraPasta {
 		label := fmt.Sprintf("pasta %s", b)
 		fam := "extra-" + strconv.Itoa(i)
 		for _, m := range p.tapMTUs {
@@ -112,22 +112,122 @@ func (e *env) configs() []config {
 		add(config{label: label, role: report.RoleExtra, mode: "pasta", path: "splice", kind: "pasta",
 			bin: b, family: fam + "-splice", tags: []string{"extra", "splice"}})
 	}
-	// passt mode needs a guest on the other side of the stream socket
-	// (qemu, or a bridge from a tap in a namespace standing in for it):
-	// gopasst's passt mode does not exist yet, and neither does that guest.
-	e.note("passt mode (Debian passt, gopasst passt, --passt builds): not measured yet: the harness has no guest back end; table left out")
-	ours, err := e.snapshotOurs()
-	if err != nil {
-		e.note(fmt.Sprintf("gopasst pasta: %v: column left out", err))
-	} else {
+	for i, b := range av.extraPasst {
+		for _, m := range p.tapMTUs {
+			add(config{label: fmt.Sprintf("passt %s", b), role: report.RoleExtra, mode: "passt", path: "stream", mtu: m, kind: "passt",
+				bin: b, family: "extra-passt-" + strconv.Itoa(i), tags: []string{"extra", "passt", "stream"}})
+		}
+	}
+	if av.oursPasta != "" {
 		for _, m := range p.tapMTUs {
 			add(config{label: "gopasst pasta", role: report.RoleOurs, mode: "pasta", path: "tap", mtu: m, kind: "pasta",
-				bin: ours, family: "gopasst-tap", tags: []string{"gopasst", "gopasst-tap", "ours", "tap"}})
+				bin: av.oursPasta, family: "gopasst-tap", tags: []string{"gopasst", "gopasst-tap", "ours", "tap"}})
 		}
 		add(config{label: "gopasst pasta", role: report.RoleOurs, mode: "pasta", path: "splice", kind: "pasta",
-			bin: ours, family: "gopasst-splice", tags: []string{"gopasst", "gopasst-splice", "ours", "splice"}})
+			bin: av.oursPasta, family: "gopasst-splice", tags: []string{"gopasst", "gopasst-splice", "ours", "splice"}})
+	}
+	if av.oursPasst != "" {
+		for _, m := range p.tapMTUs {
+			add(config{label: "gopasst passt", role: report.RoleOurs, mode: "passt", path: "stream", mtu: m, kind: "passt",
+				bin: av.oursPasst, family: "gopasst-passt", tags: []string{"gopasst", "gopasst-passt", "ours", "passt", "stream"}})
+		}
 	}
 	return out
+}
+
+// labelCeiling is the stream ceiling's label in the tables.
+const labelCeiling = "stream ceiling"
+
+// needsPeer reports whether configuration c runs test/streampeer (passt's
+// guest, or both ends of the ceiling's link).
+func (c config) needsPeer() bool { return c.kind == "passt" || c.kind == "ceiling" }
+
+// filter returns the configurations of cs that -only and -mtu select.
+func (o Options) filter(cs []config) []config {
+	var out []config
+	for _, c := range cs {
+		if !c.selected(o.Only) {
+			continue
+		}
+		if c.mtu != 0 && len(o.MTUs) > 0 {
+			keep := false
+			for _, m := range o.MTUs {
+				keep = keep || m == c.mtu
+			}
+			if !keep {
+				continue
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// configs returns the configurations of the run, in the order they run
+// (see catalog); those whose program is absent are left out with a note,
+// and so are passt mode's when test/streampeer cannot be built.
+func (e *env) configs() []config {
+	var av avail
+	var ok bool
+	if av.pastaPeer, ok = lookPath("pasta"); !ok {
+		e.note("Debian pasta: not installed (package passt; test/setup installs it): column left out")
+	}
+	if av.passtPeer, ok = lookPath("passt"); !ok {
+		e.note("Debian passt: not installed (package passt; test/setup installs it): column left out")
+	}
+	if av.slirp, ok = lookPath("slirp4netns"); !ok {
+		e.note("slirp4netns: not installed (test/setup installs it): column left out")
+	}
+	av.extraPasta, av.extraPasst = e.opts.ExtraPasta, e.opts.ExtraPasst
+	if ours, err := e.snapshotOurs(); err != nil {
+		e.note(fmt.Sprintf("gopasst pasta and passt: %v: columns left out", err))
+	} else {
+		av.oursPasta, av.oursPasst = ours, filepath.Join(filepath.Dir(ours), "passt")
+	}
+	cs := e.opts.filter(catalog(e.prof, av))
+	need := false
+	for _, c := range cs {
+		need = need || c.needsPeer()
+	}
+	if !need {
+		return cs
+	}
+	if err := e.buildPeer(); err != nil {
+		e.note(fmt.Sprintf("passt mode and the stream ceiling: %v: left out", err))
+		var keep []config
+		for _, c := range cs {
+			if !c.needsPeer() {
+				keep = append(keep, c)
+			}
+		}
+		return keep
+	}
+	return cs
+}
+
+// buildPeer builds test/streampeer from the gopasst tree into the run's
+// private directory (e.peerBin): passt's guest and the ceiling's link.
+// The harness runs it as a program, by its documented command line, and
+// never imports it (only test/ imports test/). The build runs without the
+// module proxy (the run's namespace has no network): the tree's own
+// dependencies are in the module cache once gopasst is built.
+func (e *env) buildPeer() error {
+	if e.peerBin != "" {
+		return nil
+	}
+	out := filepath.Join(e.sockDir, "streampeer")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./test/streampeer")
+	cmd.Dir = e.opts.Bin
+	cmd.Env = append(os.Environ(), "GOPROXY=off")
+	cmd.SysProcAttr = sysAttr()
+	cmd.WaitDelay = 2 * time.Second
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building test/streampeer (go build in %s): %v: %s", e.opts.Bin, err, lastLine(string(b)))
+	}
+	e.peerBin = out
+	return nil
 }
 
 // lookPath returns the path of program name and whether it was found.
@@ -145,6 +245,7 @@ type instance struct {
 	translator *proc
 	ifname     string
 	nsRR       *proc
+	helpers    []*proc // not measured: passt's guest peer, the ceiling's relay and peers
 	undo       []func()
 	peakRSS    int64 // KiB, sampled after each test
 }
@@ -178,6 +279,10 @@ func (e *env) setup(ctx context.Context, c config) (*instance, error) {
 		err = e.setupPasta(ctx, in)
 	case "slirp4netns":
 		err = e.setupSlirp(ctx, in)
+	case "passt":
+		err = e.setupPasst(ctx, in)
+	case "ceiling":
+		err = e.setupCeiling(ctx, in)
 	default:
 		err = fmt.Errorf("unknown configuration kind %q", c.kind)
 	}
@@ -202,6 +307,9 @@ func (e *env) teardown(in *instance) {
 		}
 	}
 	e.procs.stop(in.nsRR, time.Second)
+	for i := len(in.helpers) - 1; i >= 0; i-- {
+		e.procs.stop(in.helpers[i], time.Second)
+	}
 	e.procs.stop(in.translator, 2*time.Second)
 	for i := len(in.undo) - 1; i >= 0; i-- {
 		in.undo[i]()
@@ -316,6 +424,170 @@ func (e *env) setupPasta(ctx context.Context, in *instance) error {
 	if in.cfg.path == "splice" && !waitFor(3*time.Second, func() bool { return listening(ns.pid(), hostPortRR) }) {
 		return errNotWorking{fmt.Sprintf("no listener on port %d in the namespace (-T) within 3 s", hostPortRR)}
 	}
+	return nil
+}
+
+// Addressing of the stream ceiling's link: peer B's tap in the outer
+// namespace (it plays the host there, as the veth reference's vb0 does),
+// peer A's in the configuration's namespace.
+const (
+	ceilHost4 = "198.18.2.1"
+	ceilNS4   = "198.18.2.2"
+	ceilHost6 = "2001:db8:9a57::1"
+	ceilNS6   = "2001:db8:9a57::2"
+	ceilTap   = "st0"
+	guestTap  = "eth0"
+)
+
+// peerReady bounds a streampeer's start (tap, connection, "ready"), and
+// its -wait for passt's socket.
+const peerReady = 6 * time.Second
+
+// startPeer starts test/streampeer (peer or relay mode, args after the
+// binary) as a helper of in, pinned with the client (it stands for the
+// guest's card and its host thread), and waits for its "ready" line. It
+// gives up early when giveUp (if not nil) reports true.
+func (e *env) startPeer(in *instance, name string, args []string, giveUp func() bool) error {
+	pr, err := e.procs.start(name, e.pin(e.cpuClient, append([]string{e.peerBin}, args...)))
+	if err != nil {
+		return errNotWorking{err.Error()}
+	}
+	in.helpers = append(in.helpers, pr)
+	ready := waitFor(peerReady, func() bool {
+		return pr.exited() || (giveUp != nil && giveUp()) || strings.Contains(pr.output(), "ready")
+	})
+	switch {
+	case pr.exited():
+		return errNotWorking{fmt.Sprintf("%s exited (%v): %s", name, pr.err, lastLine(pr.output()))}
+	case !ready:
+		return errNotWorking{fmt.Sprintf("%s not ready within %v: %s", name, peerReady, lastLine(pr.output()))}
+	}
+	return nil
+}
+
+// nsPath returns the path of n's network namespace, as streampeer's
+// -netns takes it.
+func (n *netns) nsPath() string { return fmt.Sprintf("/proc/%d/ns/net", n.pid()) }
+
+// setupPasst starts a passt (Debian's, ours, or another build) in the
+// outer namespace, which plays the host, as the pasta configurations'
+// translators run there: -f -s SOCKET, the MTU of the column, the
+// namespace-side ports forwarded from the host (-t/-u), --runas 0 (as root
+// it would otherwise become nobody, who cannot use the run's private
+// socket directory). The guest is a new namespace whose tap eth0
+// test/streampeer makes and bridges to passt's socket at kernel speed. The
+// guest configures itself statically with what passt advertises (the
+// host's addresses, the gateways, which passt maps to the host's
+// loopback): what DHCP would give, without a client's timing in the
+// start-up, as pasta's --config-net does for the tap configurations.
+func (e *env) setupPasst(ctx context.Context, in *instance) error {
+	ns, err := e.newNetns(ctx, false)
+	if err != nil {
+		return err
+	}
+	in.ns = ns
+	in.ifname = guestTap
+	mtu := strconv.Itoa(in.cfg.mtu)
+	sock := filepath.Join(e.sockDir, fmt.Sprintf("passt-%d.sock", ns.pid()))
+	in.undo = append(in.undo, func() { os.Remove(sock) })
+	ports := portList(nsPortIperf, nsPortRR, nsPortCtl)
+	args := []string{in.cfg.bin, "-f", "-s", sock, "--mtu", mtu, "-t", ports, "-u", ports, "--runas", "0"}
+	tr, err := e.procs.start(in.cfg.label, e.pin(e.cpuTranslator, args))
+	if err != nil {
+		return errNotWorking{err.Error()}
+	}
+	in.translator = tr
+	peer := []string{"-socket", sock, "-netns", ns.nsPath(), "-tap", guestTap, "-mtu", mtu, "-wait", peerReady.String()}
+	if err := e.startPeer(in, "streampeer", peer, tr.exited); err != nil {
+		if tr.exited() {
+			return errNotWorking{fmt.Sprintf("exited (%v): %s", tr.err, lastLine(tr.output()))}
+		}
+		return err
+	}
+	for _, c := range [][]string{
+		{"sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/" + guestTap + "/accept_ra"},
+		{"ip", "addr", "add", hostAddr4 + "/24", "dev", guestTap},
+		{"ip", "route", "replace", "default", "via", hostGW4, "dev", guestTap},
+		{"ip", "-6", "addr", "add", hostAddr6 + "/64", "dev", guestTap, "nodad"},
+		{"ip", "-6", "route", "replace", "default", "via", hostGW6, "dev", guestTap},
+	} {
+		if _, err := ns.run(ctx, 5*time.Second, c...); err != nil {
+			return fmt.Errorf("guest addressing: %w", err)
+		}
+	}
+	if !ns.waitAddr(ctx, guestTap, 4, 3*time.Second, tr.exited) {
+		return errNotWorking{"guest's " + guestTap + ": no IPv4 address: " + lastLine(tr.output())}
+	}
+	in.hostTarget = [2]string{hostGW4, hostGW6}
+	in.nsTarget = [2]string{"127.0.0.1", "::1"}
+	// The forwarded ports listen in our namespace (the host's).
+	if !waitFor(3*time.Second, func() bool { return tr.exited() || listening(os.Getpid(), nsPortRR) }) || tr.exited() {
+		return errNotWorking{fmt.Sprintf("no listener on forwarded port %d within 3 s: %s", nsPortRR, lastLine(tr.output()))}
+	}
+	return nil
+}
+
+// setupCeiling makes the stream path's ceiling: streampeer's relay, and a
+// peer on each of its sockets, peer A with its tap in a new namespace,
+// peer B with its tap (st0) in the outer namespace, which plays the host
+// as for the veth reference. Frames cross the same tap devices and the
+// same framing on UNIX stream sockets as through passt, copied verbatim:
+// no translation, no host sockets.
+func (e *env) setupCeiling(ctx context.Context, in *instance) error {
+	ns, err := e.newNetns(ctx, false)
+	if err != nil {
+		return err
+	}
+	in.ns = ns
+	in.ifname = guestTap
+	mtu := strconv.Itoa(in.cfg.mtu)
+	a := filepath.Join(e.sockDir, fmt.Sprintf("ceiling-%d-a.sock", ns.pid()))
+	b := filepath.Join(e.sockDir, fmt.Sprintf("ceiling-%d-b.sock", ns.pid()))
+	in.undo = append(in.undo, func() { os.Remove(a); os.Remove(b) })
+	// The relay is the ceiling's "translator" on the CPUs, but not one
+	// of the tables: its CPU and memory are not measured.
+	relay, err := e.procs.start("streampeer relay", e.pin(e.cpuTranslator, []string{e.peerBin, "relay", "-a", a, "-b", b}))
+	if err != nil {
+		return errNotWorking{err.Error()}
+	}
+	in.helpers = append(in.helpers, relay)
+	if !waitFor(peerReady, func() bool { return relay.exited() || strings.Contains(relay.output(), "ready") }) || relay.exited() {
+		return errNotWorking{"streampeer relay not ready: " + lastLine(relay.output())}
+	}
+	// Its tap goes with peer B: wait for that, so that the next ceiling
+	// can make st0 again.
+	in.undo = append(in.undo, func() {
+		waitFor(3*time.Second, func() bool { return devBytes(os.Getpid(), ceilTap) < 0 })
+	})
+	if err := e.startPeer(in, "streampeer A", []string{"-socket", a, "-netns", ns.nsPath(), "-tap", guestTap, "-mtu", mtu,
+		"-mac", "02:00:00:00:57:02", "-wait", peerReady.String()}, relay.exited); err != nil {
+		return err
+	}
+	if err := e.startPeer(in, "streampeer B", []string{"-socket", b, "-netns", fmt.Sprintf("/proc/%d/ns/net", os.Getpid()),
+		"-tap", ceilTap, "-mtu", mtu, "-mac", "02:00:00:00:57:01", "-wait", peerReady.String()}, relay.exited); err != nil {
+		return err
+	}
+	for _, c := range [][]string{
+		{"ip", "addr", "add", ceilHost4 + "/24", "dev", ceilTap},
+		{"ip", "-6", "addr", "add", ceilHost6 + "/64", "dev", ceilTap, "nodad"},
+	} {
+		if _, _, err := run(ctx, 5*time.Second, c); err != nil {
+			return fmt.Errorf("ceiling, host side: %w", err)
+		}
+	}
+	for _, c := range [][]string{
+		{"ip", "addr", "add", ceilNS4 + "/24", "dev", guestTap},
+		{"ip", "-6", "addr", "add", ceilNS6 + "/64", "dev", guestTap, "nodad"},
+	} {
+		if _, err := ns.run(ctx, 5*time.Second, c...); err != nil {
+			return fmt.Errorf("ceiling, namespace side: %w", err)
+		}
+	}
+	if !ns.waitAddr(ctx, guestTap, 4, 3*time.Second, nil) {
+		return errors.New("ceiling: no IPv4 address")
+	}
+	in.hostTarget = [2]string{ceilHost4, ceilHost6}
+	in.nsTarget = [2]string{ceilNS4, ceilNS6}
 	return nil
 }
 
@@ -457,8 +729,9 @@ func (e *env) probe(ctx context.Context, in *instance) error {
 }
 
 // snapshotOurs copies gopasst's binaries (passt and passt.avx2, which pasta
-// re-executes into on capable CPUs) from the tree into the run's private
-// directory and returns the path of the copy's pasta link: other engineers
+// and passt re-execute into on capable CPUs) from the tree into the run's
+// private directory and returns the path of the copy's pasta link (the
+// copy of passt is beside it, e.oursPasst): other engineers
 // rebuild the tree's binaries while a run goes on, and every repetition
 // must measure the same build.
 func (e *env) snapshotOurs() (string, error) {
@@ -486,5 +759,6 @@ func (e *env) snapshotOurs() (string, error) {
 		}
 	}
 	e.oursPasta = filepath.Join(dir, "pasta")
+	e.oursPasst = filepath.Join(dir, "passt")
 	return e.oursPasta, nil
 }

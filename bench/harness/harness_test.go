@@ -4,9 +4,12 @@ package harness
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"gopasst/bench/report"
 )
 
 func TestConfigSelected(t *testing.T) {
@@ -150,5 +153,115 @@ func TestTreeCountsChildren(t *testing.T) {
 	}
 	if _, err := treeTicks(pr.pid()); err != nil {
 		t.Error(err)
+	}
+}
+
+// testAvail is a run with every translator present, one -pasta and one
+// -passt build.
+var testAvail = avail{pastaPeer: "/usr/bin/pasta", passtPeer: "/usr/bin/passt", slirp: "/usr/bin/slirp4netns",
+	oursPasta: "/tmp/x/pasta", oursPasst: "/tmp/x/passt", extraPasta: []string{"/o/pasta"}, extraPasst: []string{"/o/passt"}}
+
+// names returns label, path and MTU of each of cs, for comparisons.
+func names(cs []config) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.label+"/"+c.path+"/"+strconv.Itoa(c.mtu))
+	}
+	return out
+}
+
+func TestCatalogPasst(t *testing.T) {
+	all := catalog(profiles["full"], testAvail)
+	byLabel := map[string][]config{}
+	for _, c := range all {
+		byLabel[c.label] = append(byLabel[c.label], c)
+	}
+	for label, want := range map[string]struct {
+		role, mode, path, kind string
+		mtus                   int
+	}{
+		"gopasst passt":  {report.RoleOurs, "passt", "stream", "passt", 4},
+		"Debian passt":   {report.RolePeer, "passt", "stream", "passt", 4},
+		"passt /o/passt": {report.RoleExtra, "passt", "stream", "passt", 4},
+		"stream ceiling": {report.RoleKernel, "passt", "stream", "ceiling", 2},
+		"veth":           {report.RoleKernel, "", "tap", "veth", 2},
+		"gopasst pasta":  {report.RoleOurs, "pasta", "tap", "pasta", 4}, // and splice
+		"Debian pasta":   {report.RolePeer, "pasta", "tap", "pasta", 4},
+		"pasta /o/pasta": {report.RoleExtra, "pasta", "tap", "pasta", 4},
+		"slirp4netns":    {report.RolePeer, "pasta", "tap", "slirp4netns", 1},
+	} {
+		cs := byLabel[label]
+		n := 0
+		for _, c := range cs {
+			if c.path == "splice" {
+				continue
+			}
+			n++
+			if c.role != want.role || c.mode != want.mode || c.path != want.path || c.kind != want.kind {
+				t.Errorf("%s: %+v, want %+v", label, c, want)
+			}
+		}
+		if n != want.mtus {
+			t.Errorf("%s: %d MTU columns, want %d: %v", label, n, want.mtus, names(cs))
+		}
+	}
+	if c := byLabel["gopasst passt"][0]; c.bin != "/tmp/x/passt" || !c.needsPeer() {
+		t.Errorf("gopasst passt runs %q (needs the peer: %v)", c.bin, c.needsPeer())
+	}
+	if byLabel["veth"][0].needsPeer() || byLabel["gopasst pasta"][0].needsPeer() || !byLabel["stream ceiling"][0].needsPeer() {
+		t.Error("needsPeer")
+	}
+	// Without Debian's passt or gopasst's build, their columns go.
+	none := catalog(profiles["quick"], avail{})
+	if got := names(none); strings.Join(got, " ") != "loopback/splice/0 veth/tap/65520 stream ceiling/stream/65520" {
+		t.Errorf("nothing installed: %v", got)
+	}
+}
+
+func TestFilterSelectors(t *testing.T) {
+	all := catalog(profiles["full"], testAvail)
+	labels := func(only []string, mtus []int) string {
+		seen := map[string]bool{}
+		var out []string
+		for _, c := range (Options{Only: only, MTUs: mtus}).filter(all) {
+			k := c.label + "/" + c.path
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+		return strings.Join(out, ",")
+	}
+	for _, c := range []struct {
+		only []string
+		want string
+	}{
+		{[]string{"gopasst-passt"}, "gopasst passt/stream"},
+		{[]string{"passt"}, "Debian passt/stream,passt /o/passt/stream,gopasst passt/stream"},
+		{[]string{"stream"}, "stream ceiling/stream,Debian passt/stream,passt /o/passt/stream,gopasst passt/stream"},
+		{[]string{"ceiling"}, "stream ceiling/stream"},
+		{[]string{"passt", "ceiling"}, "stream ceiling/stream,Debian passt/stream,passt /o/passt/stream,gopasst passt/stream"},
+		{[]string{"debian-passt"}, "Debian passt/stream"},
+		{[]string{"kernel"}, "loopback/splice,veth/tap,stream ceiling/stream"},
+		{[]string{"ours"}, "gopasst pasta/tap,gopasst pasta/splice,gopasst passt/stream"},
+		// The existing selectors keep their configurations.
+		{[]string{"tap"}, "veth/tap,Debian pasta/tap,slirp4netns/tap,pasta /o/pasta/tap,gopasst pasta/tap"},
+		{[]string{"gopasst-tap"}, "gopasst pasta/tap"},
+		{[]string{"veth"}, "veth/tap"},
+		{[]string{"splice"}, "loopback/splice,Debian pasta/splice,pasta /o/pasta/splice,gopasst pasta/splice"},
+	} {
+		if got := labels(c.only, nil); got != c.want {
+			t.Errorf("-only %v:\n got %s\nwant %s", c.only, got, c.want)
+		}
+	}
+	n := 0
+	for _, c := range (Options{Only: []string{"passt", "ceiling"}, MTUs: []int{1500, 65520}}).filter(all) {
+		if c.mtu != 1500 && c.mtu != 65520 {
+			t.Errorf("-mtu 1500,65520 kept %s", c.name())
+		}
+		n++
+	}
+	if n != 8 { // three passts and the ceiling, two MTUs each
+		t.Errorf("-only passt,ceiling -mtu 1500,65520: %d configurations, want 8", n)
 	}
 }

@@ -160,8 +160,13 @@ func (n *netns) waitAddr(ctx context.Context, ifname string, family int, timeout
 
 // tapBytes returns the receive plus transmit byte counters of ifname in n,
 // from the namespace's /proc/net/dev: they show which path carried a test.
-func (n *netns) tapBytes(ifname string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", n.pid()))
+func (n *netns) tapBytes(ifname string) int64 { return devBytes(n.pid(), ifname) }
+
+// devBytes returns the receive plus transmit byte counters of ifname in
+// the network namespace of process pid, or -1 when it has no such
+// interface (or cannot be read).
+func devBytes(pid int, ifname string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
 	if err != nil {
 		return -1
 	}

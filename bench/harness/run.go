@@ -54,7 +54,7 @@ import (
 type Options struct {
 	Bin        string        // gopasst tree: <Bin>/pasta, <Bin>/test/setup
 	Profile    string        // "full" or "quick"
-	Only       []string      // configuration tokens (gopasst, veth, debian, slirp4netns, loopback, extra, tap, splice...)
+	Only       []string      // configuration tokens (gopasst, veth, debian, slirp4netns, loopback, extra, tap, splice, passt, stream, ceiling...)
 	Tests      []string      // test tokens (tcp, udp, rr, tcp_rr, tcp4-out, ipv6, in, out...)
 	MTUs       []int         // restrict the MTU columns
 	Reps       int           // repetitions (0: the profile's)
@@ -62,7 +62,7 @@ type Options struct {
 	RRLen      time.Duration // RR length (0: the profile's)
 	Pin        bool          // pin client, server and translator to CPUs
 	ExtraPasta []string      // more pasta builds, each a column
-	ExtraPasst []string      // more passt builds
+	ExtraPasst []string      // more passt builds, each a column of passt's table
 	OutDir     string        // results directory
 	Command    string        // the command line, for the record
 	Setup      bool          // run test/setup when tools are missing
@@ -212,6 +212,8 @@ type env struct {
 	sockDir   string
 	timedOut  map[string]string // configuration (with MTU) and row: the time-out seen
 	oursPasta string            // the run's copy of gopasst's pasta
+	oursPasst string            // and of its passt
+	peerBin   string            // test/streampeer, built for the run ("": not needed or not built)
 	hostRR    *proc
 	notes     []string
 
@@ -447,6 +449,15 @@ func (e *env) meta(start time.Time, load0 string) report.Meta {
 	if e.oursPasta != "" {
 		m.Tools["gopasst pasta"] = firstLine(e.oursPasta, "--version") + " (copied from " + e.opts.Bin + " at the start of the run)"
 	}
+	if e.peerBin != "" {
+		if p, ok := lookPath("passt"); ok {
+			m.Tools["Debian passt"] = p + ": " + firstLine("dpkg-query", "-W", "-f", "${Package} ${Version}", "passt")
+		}
+		if e.oursPasst != "" {
+			m.Tools["gopasst passt"] = firstLine(e.oursPasst, "--version") + " (copied from " + e.opts.Bin + " at the start of the run)"
+		}
+		m.Tools["passt's guest"] = "test/streampeer, built from " + e.opts.Bin + " at the start of the run"
+	}
 	if e.neper != "" {
 		m.Tools["request/response"] = "neper (" + e.neper + ")"
 	} else {
@@ -458,6 +469,11 @@ func (e *env) meta(start time.Time, load0 string) report.Meta {
 		fmt.Sprintf("RR: %v per test, 1-byte request and response, one flow; latency = 1e6 / transactions per second; measured at each configuration's largest MTU, as the C original; so are host-to-namespace IPv6 TCP and UDP throughput", e.prof.rrLen),
 		"Translator CPU: utime+stime of the translator and its child processes over the iperf3 run, per GB received; peak RSS: the sum of their VmHWM",
 		"Outer namespace: 198.18.0.2/24 and 2001:db8:9a55::2/64 on a veth pair, default routes to 198.18.0.1 and 2001:db8:9a55::1 (nothing answers); pasta's tap path: namespace to the gateway address (mapped to the host's loopback), host to its own 198.18.0.2; splice path: 127.0.0.1 on both sides",
+	}
+	if e.peerBin != "" {
+		m.Method = append(m.Method,
+			"passt: passt -f -s SOCKET --mtu M -t/-u the guest's ports --runas 0 in the outer namespace; the guest is a namespace whose tap (eth0, MTU M) test/streampeer bridges to passt's socket in qemu's framing, addressed statically as passt advertises (198.18.0.2/24 and 2001:db8:9a55::2/64, default routes via the gateways); guest to host: to the gateway address (the host's loopback), host to guest: to the forwarded ports on 127.0.0.1 and ::1; translator CPU and RSS: passt and its children, not the guest's peer",
+			"stream ceiling: streampeer relay between two streampeers (taps in the outer namespace and in the guest's, no translation): the speed of the stream path itself; veth: the kernel's limit, as in pasta's table")
 	}
 	return m
 }

@@ -91,18 +91,22 @@ type profile struct {
 	rrLen     time.Duration // RR test length
 	streams   int           // iperf3 -P for TCP, as the C original's tables
 	tests     []string      // rows; nil: all
-	tapMTUs   []int
+	tapMTUs   []int         // pasta's tap path and passt's stream path
 	vethMTUs  []int
 	slirpMTUs []int
+	// ceilingMTUs: the stream ceiling's, as the veth reference's (the
+	// limit at the smallest and the largest MTU).
+	ceilingMTUs []int
 }
 
 // profiles: the full matrix fits 15 minutes on 2 cores, the quick one 3.
 var profiles = map[string]profile{
 	"full": {name: "full", reps: 3, tcpSecs: 2, udpSecs: 1, rrLen: time.Second, streams: 2,
-		tapMTUs: []int{1500, 4000, 16384, 65520}, vethMTUs: []int{1500, 65520}, slirpMTUs: []int{65520}},
+		tapMTUs: []int{1500, 4000, 16384, 65520}, vethMTUs: []int{1500, 65520}, slirpMTUs: []int{65520},
+		ceilingMTUs: []int{1500, 65520}},
 	"quick": {name: "quick", reps: 1, tcpSecs: 1, udpSecs: 1, rrLen: 500 * time.Millisecond, streams: 2,
 		tests:   []string{"tcp4-out", "tcp4-in", "udp4-out", "tcprr4-out", "tcpcrr4-out", "udprr4-out"},
-		tapMTUs: []int{65520}, vethMTUs: []int{65520}, slirpMTUs: []int{65520}},
+		tapMTUs: []int{65520}, vethMTUs: []int{65520}, slirpMTUs: []int{65520}, ceilingMTUs: []int{65520}},
 }
 
 // tests returns the tests of the run for configuration c.

@@ -153,7 +153,8 @@ throughput in Gbit/s (higher is better), latency in microseconds per transaction
 1e6 / transactions per second, as the C original reports it (lower is better).
 Every row lists each configuration: gopasst first, then other builds, the peers
 (Debian's pasta and passt, slirp4netns) and the kernel's own path (a veth pair
-between two namespaces, or loopback for the splice path), which is the limit a
+between two namespaces, loopback for the splice path, and for passt the stream
+ceiling: two stream peers joined by a verbatim relay), which is the limit a
 translator can approach. Ratio lines divide medians: "A / B" above 1 means A
 moved more data per second on a throughput row, and took longer per transaction
 on a latency row. "—": not measured there; "fail [n]": every repetition failed,

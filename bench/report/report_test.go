@@ -174,3 +174,112 @@ func TestPlotsAndWrite(t *testing.T) {
 		t.Errorf("summary lacks the ratio:\n%s", sum)
 	}
 }
+
+// passtSet returns gopasst's and Debian's passt on the stream path, the
+// stream ceiling (passt's own kernel reference) and the veth pair (the
+// tap path's, shared), at two MTUs, with the pasta samples of sampleSet.
+func passtSet() []Sample {
+	s := sampleSet()
+	add := func(cfg, role, mode, path string, mtu int, row string, vals ...float64) {
+		for i, v := range vals {
+			s = append(s, Sample{Rep: i + 1, Config: cfg, Role: role, Mode: mode, Path: path, MTU: mtu, Row: row, Value: v})
+		}
+	}
+	add("gopasst passt", RoleOurs, "passt", "stream", 1500, "tcp4-out", 3, 3, 3)
+	add("gopasst passt", RoleOurs, "passt", "stream", 65520, "tcp4-out", 9, 9, 9)
+	add("Debian passt", RolePeer, "passt", "stream", 1500, "tcp4-out", 1, 1, 1)
+	add("Debian passt", RolePeer, "passt", "stream", 65520, "tcp4-out", 3, 3, 3)
+	add("stream ceiling", RoleKernel, "passt", "stream", 1500, "tcp4-out", 6, 6, 6)
+	add("stream ceiling", RoleKernel, "passt", "stream", 65520, "tcp4-out", 10, 10, 10)
+	add("gopasst passt", RoleOurs, "passt", "stream", 65520, "cpu-tcp4-out", 0.5)
+	add("Debian passt", RolePeer, "passt", "stream", 65520, "cpu-tcp4-out", 1)
+	return s
+}
+
+func TestBuildTablesPasst(t *testing.T) {
+	tables := BuildTables(passtSet())
+	if len(tables) != 2 || tables[1].Section != (Section{"passt", "stream"}) {
+		t.Fatalf("tables %+v", tables)
+	}
+	pasta, tb := tables[0], tables[1]
+	for _, c := range pasta.Configs {
+		if c.Label == "stream ceiling" || strings.HasSuffix(c.Label, " passt") {
+			t.Errorf("pasta's table shows %q", c.Label)
+		}
+	}
+	var order []string
+	for _, c := range tb.Configs {
+		order = append(order, c.Label)
+	}
+	// Ours, the peer, then the stream path's own reference before the
+	// shared veth pair (the plots' reference is the first kernel line).
+	if strings.Join(order, ",") != "gopasst passt,Debian passt,stream ceiling,veth" {
+		t.Errorf("passt's configurations %v", order)
+	}
+	g := tb.Groups[0]
+	if g.Row.ID != "tcp4-out" || g.Row.TitleFor(tb.Section.Mode) != "TCP throughput over IPv4: guest to host" {
+		t.Fatalf("first group %s", g.Row.ID)
+	}
+	for label, want := range map[string][2]float64{
+		"gopasst passt / Debian passt":   {3, 3},
+		"gopasst passt / stream ceiling": {0.5, 0.9},
+		"gopasst passt / veth":           {0.75, 9.0 / 22},
+		"Debian passt / stream ceiling":  {1.0 / 6, 0.3},
+	} {
+		r := line(t, g, label).Ratio
+		if math.Abs(r[0]-want[0]) > 1e-9 || math.Abs(r[1]-want[1]) > 1e-9 {
+			t.Errorf("%s: %v, want %v", label, r, want)
+		}
+	}
+	var cpu Group
+	for _, g := range tb.Groups {
+		if g.Row.ID == "cpu-tcp4-out" {
+			cpu = g
+		}
+	}
+	if r := line(t, cpu, "gopasst passt / Debian passt").Ratio; r[1] != 0.5 {
+		t.Errorf("CPU ratio %v", r)
+	}
+	md := Markdown(Meta{}, tables, nil)
+	for _, want := range []string{"## passt: guest connections via the stream socket", "|  | stream ceiling | 6.00 <sub>6.00–6.00</sub> | 10.0 <sub>10.0–10.0</sub> |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md)
+		}
+	}
+	dir := t.TempDir()
+	if _, err := Write(dir, Meta{}, passtSet()); err != nil {
+		t.Fatal(err)
+	}
+	sum, _ := os.ReadFile(filepath.Join(dir, FileSummary))
+	if !strings.Contains(string(sum), "passt\tstream\ttcp4-out\tGbps\tgopasst passt / Debian passt\tratio\t65520\t\t\t\t\t3\n") {
+		t.Errorf("summary lacks passt's ratio:\n%s", sum)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ratio-passt-stream-tcp4-out.svg")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestBuildTablesReferencesAlone(t *testing.T) {
+	var veth, ceil []Sample
+	for _, s := range passtSet() {
+		switch s.Config {
+		case "veth":
+			veth = append(veth, s)
+		case "stream ceiling":
+			ceil = append(ceil, s)
+		}
+	}
+	// -only veth: pasta's table only, not passt's again.
+	if tb := BuildTables(veth); len(tb) != 1 || tb[0].Section.Mode != "pasta" {
+		t.Errorf("veth alone: %+v", tb)
+	}
+	// -only ceiling: passt's table, the ceiling's own.
+	if tb := BuildTables(ceil); len(tb) != 1 || tb[0].Section != (Section{"passt", "stream"}) {
+		t.Errorf("ceiling alone: %+v", tb)
+	}
+	// -only ceiling,veth: both references in passt's table.
+	tb := BuildTables(append(ceil, veth...))
+	if len(tb) != 2 || len(tb[1].Configs) != 2 {
+		t.Errorf("ceiling and veth: %+v", tb)
+	}
+}

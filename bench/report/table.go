@@ -13,7 +13,7 @@ import (
 type Section struct{ Mode, Path string }
 
 // Sections lists the tables in the order they are published.
-var Sections = []Section{{"pasta", "tap"}, {"pasta", "splice"}, {"passt", "tap"}}
+var Sections = []Section{{"pasta", "tap"}, {"pasta", "splice"}, {"passt", "stream"}}
 
 // Heading returns the table's heading.
 func (s Section) Heading() string {
@@ -23,9 +23,20 @@ func (s Section) Heading() string {
 	case s.Mode == "pasta" && s.Path == "splice":
 		return "pasta: local connections (loopback, splice path)"
 	case s.Mode == "passt":
-		return "passt: guest connections"
+		return "passt: guest connections via the stream socket"
 	}
 	return s.Mode + ": " + s.Path
+}
+
+// refPaths returns the paths whose shared kernel references (mode "")
+// the section shows: its own, and for passt's stream path the tap path's
+// veth pair too, the kernel's limit between two namespaces, beside the
+// stream path's own ceiling.
+func (s Section) refPaths() []string {
+	if s.Mode == "passt" && s.Path == "stream" {
+		return []string{s.Path, "tap"}
+	}
+	return []string{s.Path}
 }
 
 // Slug returns a file-name-safe name for the section.
@@ -73,11 +84,20 @@ func roleRank(role string) int {
 // inSection reports whether sample s belongs to section sec: kernel
 // references carry no mode and belong to every mode's table of their path.
 func inSection(s Sample, sec Section) bool {
-	return s.Path == sec.Path && (s.Mode == sec.Mode || s.Mode == "")
+	if s.Mode != "" {
+		return s.Mode == sec.Mode && s.Path == sec.Path
+	}
+	for _, p := range sec.refPaths() {
+		if s.Path == p {
+			return true
+		}
+	}
+	return false
 }
 
-// BuildTables returns the tables for samples. Kernel references alone
-// (a run with -only veth) appear in pasta's tables, not again in passt's.
+// BuildTables returns the tables for samples. Shared kernel references
+// alone (a run with -only veth) appear in pasta's tables, not again in
+// passt's; a reference of passt's own (the stream ceiling) gets passt's.
 func BuildTables(samples []Sample) []Table {
 	cells := Aggregate(samples)
 	var tables []Table
@@ -85,8 +105,9 @@ func BuildTables(samples []Sample) []Table {
 		t := Table{Section: sec}
 		mtus := map[int]bool{}
 		seen := map[string]bool{}
+		own := map[string]bool{} // configurations of the section's mode
 		rows := map[string]bool{}
-		translator := false
+		translator, ownRef := false, false
 		for _, s := range samples {
 			if !inSection(s, sec) {
 				continue
@@ -97,20 +118,29 @@ func BuildTables(samples []Sample) []Table {
 				seen[s.Config] = true
 				t.Configs = append(t.Configs, ConfigRef{s.Config, s.Role})
 			}
+			own[s.Config] = s.Mode != ""
 			translator = translator || s.Role != RoleKernel
+			ownRef = ownRef || s.Role == RoleKernel && s.Mode != ""
 		}
-		// Kernel references belong to every mode's table of their path:
-		// show them alone only in pasta's (a run of references only).
-		if !translator && (sec.Mode != "pasta" || len(t.Configs) == 0) {
+		// Shared kernel references belong to every mode's table of their
+		// path: show them alone only in pasta's (a run of references only).
+		if !translator && !ownRef && (sec.Mode != "pasta" || len(t.Configs) == 0) {
 			continue
 		}
 		for m := range mtus {
 			t.MTUs = append(t.MTUs, m)
 		}
 		sort.Ints(t.MTUs)
-		sort.SliceStable(t.Configs, func(i, j int) bool {
-			return roleRank(t.Configs[i].Role) < roleRank(t.Configs[j].Role)
-		})
+		// By role; among kernel references the section's own (the stream
+		// ceiling) before shared ones: the first is the plots' reference.
+		rank := func(c ConfigRef) int {
+			r := 2 * roleRank(c.Role)
+			if c.Role == RoleKernel && !own[c.Label] {
+				r++
+			}
+			return r
+		}
+		sort.SliceStable(t.Configs, func(i, j int) bool { return rank(t.Configs[i]) < rank(t.Configs[j]) })
 		for _, rd := range Rows {
 			if !rows[rd.ID] {
 				continue
@@ -128,8 +158,12 @@ func cellFor(cells map[CellKey]Cell, sec Section, c ConfigRef, rd RowDef, mtu in
 	if x, ok := cells[CellKey{sec.Mode, sec.Path, c.Label, mtu, rd.ID}]; ok {
 		return x, true
 	}
-	x, ok := cells[CellKey{"", sec.Path, c.Label, mtu, rd.ID}]
-	return x, ok
+	for _, p := range sec.refPaths() {
+		if x, ok := cells[CellKey{"", p, c.Label, mtu, rd.ID}]; ok {
+			return x, true
+		}
+	}
+	return Cell{}, false
 }
 
 // buildGroup returns the lines of row rd: one per configuration measured

@@ -1,6 +1,6 @@
 // Command bench runs gopasst's benchmark matrix (iperf3 and request/response
-// tests against gopasst's pasta, Debian's pasta, slirp4netns and the
-// kernel's own paths) in a network namespace made for it, and writes the
+// tests against gopasst's pasta and passt, Debian's pasta and passt,
+// slirp4netns and the kernel's own paths) in a network namespace made for it, and writes the
 // tables and plots to bench/results/<date>-<commit>/. `make bench` and
 // `make bench-quick` run it; see bench/README.md.
 package main
@@ -46,11 +46,11 @@ func main() {
 	pin := flag.Bool("pin", false, "pin the client to CPU 0, server and translator to CPU 1 with taskset (helps on an idle machine, hurts when other processes hold CPUs)")
 	out := flag.String("out", "", "results directory (default: <bin>/bench/results/<date>-<commit>[-quick])")
 	setup := flag.Bool("setup", true, "run <bin>/test/setup when iperf3, pasta or slirp4netns is missing")
-	flag.Var(&only, "only", "configurations to run, comma-separated: gopasst, gopasst-tap, gopasst-splice, debian, slirp4netns, veth, loopback, extra, peer, kernel, tap, splice (default: all)")
+	flag.Var(&only, "only", "configurations to run, comma-separated: gopasst, gopasst-tap, gopasst-splice, gopasst-passt, debian, debian-pasta, debian-passt, slirp4netns, veth, loopback, ceiling, extra, ours, peer, kernel, tap, splice, passt, stream (default: all)")
 	flag.Var(&tests, "tests", "tests to run, comma-separated: tcp, udp, rr, tcp_rr, tcp_crr, udp_rr, throughput, latency, ipv4, ipv6, in, out, or a row (tcp4-out...) (default: all of the profile)")
 	flag.Var(&mtus, "mtu", "MTU columns to run, comma-separated (default: the profile's)")
 	flag.Var(&pasta, "pasta", "another pasta build to measure as a column (repeatable)")
-	flag.Var(&passt, "passt", "another passt build to measure as a column (repeatable; passt mode is not measured yet)")
+	flag.Var(&passt, "passt", "another passt build to measure as a column of passt's table (repeatable)")
 	flag.Parse()
 	if v := os.Getenv("BENCH_ONLY"); v != "" && len(only) == 0 {
 		_ = only.Set(v)
@@ -84,6 +84,14 @@ func main() {
 		}
 		if _, err := os.Stat(o.ExtraPasta[i]); err != nil {
 			fail(fmt.Errorf("--pasta: %w", err))
+		}
+	}
+	for i, p := range o.ExtraPasst {
+		if o.ExtraPasst[i], err = filepath.Abs(p); err != nil {
+			fail(err)
+		}
+		if _, err := os.Stat(o.ExtraPasst[i]); err != nil {
+			fail(fmt.Errorf("--passt: %w", err))
 		}
 	}
 	o.OutDir = *out
