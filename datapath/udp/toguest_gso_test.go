@@ -327,8 +327,17 @@ func TestGSOThroughTap(t *testing.T) {
 		defer unix.Close(gs)
 		unix.SetsockoptInt(gs, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		unix.SetsockoptInt(gs, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
-		if err := unix.Bind(gs, sockaddrOf(netip.AddrPortFrom(fam.guest, sport))); err != nil {
-			t.Fatal(err)
+		// An IPv6 address can still be tentative right after it was
+		// added (EADDRNOTAVAIL): give it a moment.
+		var berr error
+		for try := 0; try < 40; try++ {
+			if berr = unix.Bind(gs, sockaddrOf(netip.AddrPortFrom(fam.guest, sport))); berr != unix.EADDRNOTAVAIL {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if berr != nil {
+			t.Fatal(berr)
 		}
 		tv := unix.Timeval{Sec: 2}
 		unix.SetsockoptTimeval(gs, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
