@@ -181,6 +181,12 @@ func (e *Engine) tapReady(r loop.Ref, events uint32) {
 	if ev&tap.EventFrames != 0 {
 		e.readFrames()
 	}
+	if ev&tap.EventWritable != 0 && e.TCP != nil {
+		// The guest side takes frames again: TCP flows that stopped
+		// peeking for want of buffers go on (their data waited in the
+		// host sockets).
+		e.TCP.Resume()
+	}
 }
 
 // readFrames reads every frame the guest has queued, a batch at a time,

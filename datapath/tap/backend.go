@@ -44,9 +44,12 @@ type Out interface {
 	// (flushing the queue first if fewer slots are free), for producers
 	// that fill many frames with one call, e.g. recvmmsg or one TCP peek
 	// spread over several frames. It returns how many buffers it filled:
-	// len(bufs), or the queue's length if that is smaller. They are
-	// committed in order with Commit or CommitOffload, the first one
-	// first; Frame returns the first uncommitted one.
+	// len(bufs), or fewer: the queue's length, or, where the guest side
+	// applies backpressure (a stream socket that is full), what is left,
+	// possibly 0. A producer given fewer than it asked for stops and
+	// keeps its data; the back end reports EventWritable when it may go
+	// on. They are committed in order with Commit or CommitOffload, the
+	// first one first; Frame returns the first uncommitted one.
 	Reserve(bufs [][]byte) int
 	// Commit queues the first n bytes of the next uncommitted buffer (the
 	// one Frame returned, or the first reserved one not committed yet) as
@@ -96,6 +99,10 @@ const (
 	// EventDown: the guest went away, and a new one may come (EventUp);
 	// frames towards it are dropped meanwhile.
 	EventDown
+	// EventWritable: the back end refused buffers (Reserve gave fewer
+	// than asked) because the guest side was not taking frames, and now
+	// takes them again: the engine lets the producers that stopped go on.
+	EventWritable
 )
 
 // Watcher is what a back end needs of the event loop: watching its

@@ -67,18 +67,26 @@ import (
 // one log line. Reads of a broken client return no frames. End of file and
 // errors met by Read or Flush take the same path.
 //
-// Send queue and the partial-write rule. Frames towards qemu sit in a
-// batch.Frames pool with 4 bytes of headroom each, where Flush writes the
-// length, so the frame never moves; Flush writes the whole queue in one
-// sendmsg, one iovec per frame (headroom and frame), IOV_MAX iovecs at a
-// time. The stream must never carry a torn frame: if the socket takes only
-// part of the batch, the frame it stopped in must be finished before any
-// other byte goes. Its unsent remainder is copied into pend (MaxFrame+4
-// bytes, preallocated) and sent first, at EPOLLOUT (subscribed meanwhile)
-// or at the next Flush, whichever comes first. The frames that had not
-// started are dropped and counted (DroppedOut), as the tap device drops
-// what its queue refuses: TCP recovers them by retransmission. A Flush that
-// finds the remainder still unsent drops its whole queue the same way.
+// Send queue, the partial-write rule, and backpressure. Frames towards qemu
+// sit in a batch.Frames pool with 4 bytes of headroom each, where Flush
+// writes the length, so the frame never moves; Flush writes the queue in
+// one sendmsg, one iovec per frame (headroom and frame), IOV_MAX iovecs at
+// a time. The stream must never carry a torn frame: if the socket takes
+// only part of a frame, its unsent remainder is copied into pend (MaxFrame+4
+// bytes, preallocated) and sent first, before any other byte. A stream
+// socket is a reliable pipe whose buffer (net.core.wmem_max: a few large
+// frames) fills whenever qemu reads slower than we produce, so the frames
+// it does not take are not dropped: they stay queued, from head on, and
+// EPOLLOUT is subscribed. Meanwhile Reserve hands out only the slots left
+// after the queue's end, possibly none: TCP then stops peeking (its data
+// stays in the host socket, unsent, nothing to retransmit later) and, when
+// EPOLLOUT has drained the queue, Ready reports EventWritable, on which the
+// engine lets the protocols go on. Frame, for single frames (ACKs, control
+// segments, services), gives a scratch buffer when the queue is blocked and
+// full, and the frame committed there is dropped and counted, as a full tap
+// queue drops: those are few and recovered by their protocols. This is the
+// C original's rule too: frames the socket did not take are not counted as
+// sent (tcp_revert_seq), rather than lost.
 // With no client (or a broken one), Flush drops the queue, counted.
 
 // ErrDone is what Ready returns when the client of a one-off Stream (or of
@@ -153,6 +161,11 @@ type Stream struct {
 	pendLen    int
 	pendFrame  int  // that frame's length, counted in BytesOut once it is all sent
 	outWatched bool // EPOLLOUT subscribed on the client
+	head       int  // queued frames before head are written (or in pend); the rest wait
+	blocked    bool // the socket stopped taking frames: queue kept, EPOLLOUT awaited
+	refused    bool // Reserve gave fewer slots than asked while blocked: EventWritable due
+	scratch    []byte
+	dropNext   bool // the frame Frame handed out is the scratch: its Commit drops it
 
 	sa    unix.RawSockaddrAny // accept4's peer address (unused: AF_UNIX)
 	Stats StreamStats
@@ -187,14 +200,15 @@ var _ Backend = (*Stream)(nil)
 // the Stream, to be watched (Watch) before use.
 func NewStream(listenFD, connFD int, oneOff bool, queueLen int, p Pcap) *Stream {
 	s := &Stream{
-		listen: listenFD,
-		conn:   -1,
-		oneOff: oneOff,
-		pcap:   p,
-		rx:     make([]byte, StreamRxBytes),
-		out:    batch.NewFrames(queueLen, MaxFrame, streamHdr),
-		iov:    make([]unix.Iovec, min(queueLen, iovMax)),
-		pend:   make([]byte, streamWire),
+		listen:  listenFD,
+		conn:    -1,
+		oneOff:  oneOff,
+		pcap:    p,
+		rx:      make([]byte, StreamRxBytes),
+		out:     batch.NewFrames(queueLen, MaxFrame, streamHdr),
+		iov:     make([]unix.Iovec, min(queueLen, iovMax)),
+		pend:    make([]byte, streamWire),
+		scratch: make([]byte, MaxFrame),
 	}
 	s.rxMsg.Iov = &s.rxIov
 	s.rxMsg.SetIovlen(1)
@@ -212,6 +226,7 @@ func (s *Stream) attach(fd int) {
 	s.broken, s.why, s.badLen = false, "", 0
 	s.pendOff, s.pendLen, s.pendFrame = 0, 0, 0
 	s.outWatched = false
+	s.blocked, s.refused = false, false
 }
 
 // Connected reports whether a client is connected (broken or not).
@@ -272,14 +287,21 @@ func (s *Stream) Ready(idx uint32, events uint32) (Event, error) {
 		if s.conn < 0 {
 			return 0, nil // an event of a client closed earlier in the same wait
 		}
-		if !s.broken && events&unix.EPOLLOUT != 0 && s.pendLen > 0 {
-			s.sendPending()
+		var ev Event
+		if !s.broken && events&unix.EPOLLOUT != 0 && s.blocked {
+			s.drain()
+			if !s.blocked && s.refused {
+				s.refused = false
+				ev = EventWritable
+			}
 		}
 		switch {
 		case s.broken:
 			return s.down()
 		case events&unix.EPOLLIN != 0:
-			return EventFrames, nil
+			return ev | EventFrames, nil
+		case ev != 0:
+			return ev, nil
 		case events&(unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0:
 			s.why = "hang-up"
 			return s.down()
@@ -381,6 +403,9 @@ func (s *Stream) down() (Event, error) {
 	if s.pendLen > 0 {
 		s.Stats.DroppedOut++
 	}
+	s.Stats.DroppedOut += uint64(s.out.Len() - s.head)
+	s.out.Reset()
+	s.head = 0
 	why := s.why
 	if why == whyBadLength {
 		logging.Warnf("qemu: bad frame length %d (must be %d to %d), connection reset", s.badLen, StreamMinFrame, MaxFrame)
@@ -528,20 +553,33 @@ func (s *Stream) Offloads() Offloads { return Offloads{} }
 func (s *Stream) CommitOffload(n int, h *VnetHdr) { s.Commit(n) }
 
 // Frame implements Out: the next free buffer of the queue, MaxFrame bytes,
-// after flushing the queue if it is full.
+// after flushing the queue if it is full. If the socket keeps the queue
+// full (blocked), it is a scratch buffer whose frame Commit drops.
 func (s *Stream) Frame() []byte {
+	s.dropNext = false
 	if s.out.Full() {
 		s.Flush()
+	}
+	if s.out.Full() {
+		s.dropNext = true
+		return s.scratch
 	}
 	return s.out.Next()[:MaxFrame:MaxFrame]
 }
 
-// Reserve implements Out.
+// Reserve implements Out: at most the slots left after the queue's end;
+// fewer than asked (none at all) while the socket does not take what is
+// queued, and then EventWritable follows once it has (see the theory of
+// operation).
 func (s *Stream) Reserve(bufs [][]byte) int {
+	s.dropNext = false
 	if s.out.Cap()-s.out.Len() < len(bufs) {
 		s.Flush()
 	}
 	n := min(len(bufs), s.out.Cap()-s.out.Len())
+	if n < len(bufs) && s.blocked {
+		s.refused = true
+	}
 	for i := 0; i < n; i++ {
 		bufs[i] = s.out.Slot(s.out.Len() + i)[:MaxFrame:MaxFrame]
 	}
@@ -549,45 +587,93 @@ func (s *Stream) Reserve(bufs [][]byte) int {
 }
 
 // Commit implements Out: the next uncommitted buffer's first n bytes are
-// queued; the length prefix is written at Flush.
+// queued; the length prefix is written at Flush. A frame in the scratch
+// buffer (Frame while blocked) is dropped and counted.
 //
 // Preconditions: 0 < n <= MaxFrame.
-func (s *Stream) Commit(n int) { s.out.Commit(n) }
+func (s *Stream) Commit(n int) {
+	if s.dropNext {
+		s.dropNext = false
+		s.Stats.DroppedOut++
+		return
+	}
+	s.out.Commit(n)
+}
 
 // Queued returns how many frames wait for Flush.
-func (s *Stream) Queued() int { return s.out.Len() }
+func (s *Stream) Queued() int { return s.out.Len() - s.head }
 
 // Pending returns the bytes of a partially written frame still to send
 // (0: the stream is at a frame boundary).
 func (s *Stream) Pending() int { return s.pendLen - s.pendOff }
 
-// Flush implements Out: it writes every queued frame, after its length, in
-// one sendmsg per iovMax frames. A pending remainder goes first; if it
-// cannot, the queue is dropped. If the socket takes part of the batch, the
-// remainder of the frame it stopped in is kept for later and the frames
-// after it are dropped (see the theory of operation). With no client, or a
-// broken one, the queue is dropped. Drops are counted in DroppedOut.
+// Blocked reports whether the socket keeps frames queued (EPOLLOUT awaited).
+func (s *Stream) Blocked() bool { return s.blocked }
+
+// Flush implements Out: it writes the queued frames, after their lengths,
+// in one sendmsg per iovMax frames, a pending remainder first. What the
+// socket does not take stays queued (blocked, EPOLLOUT subscribed) for the
+// next Flush or EPOLLOUT; nothing is dropped, but with no client, or a
+// broken one, where the queue is dropped and counted.
 func (s *Stream) Flush() {
-	q := s.out.Len()
-	if q == 0 {
+	if s.out.Len() == 0 && s.pendLen == 0 {
 		return
 	}
-	sent := 0 // frames started
-	if s.conn >= 0 && !s.broken && (s.pendLen == 0 || s.sendPending()) {
-		sent = s.sendQueue(q)
+	if s.conn < 0 || s.broken {
+		s.Stats.DroppedOut += uint64(s.out.Len() - s.head)
+		s.out.Reset()
+		s.head = 0
+		return
 	}
-	s.Stats.DroppedOut += uint64(q - sent)
-	s.out.Reset()
+	s.drain()
 }
 
-// sendQueue writes queued frames 0 to q-1, iovMax per sendmsg, and stops
-// where the socket stops taking them: the remainder of a frame it took
-// part of goes to pend (EPOLLOUT subscribed). Returns how many frames were
-// started, the partial one included.
+// drain writes what is pending and queued, as far as the socket takes it,
+// and updates blocked and the EPOLLOUT subscription.
+func (s *Stream) drain() {
+	if s.pendLen > 0 && !s.sendPending() {
+		s.block()
+		return
+	}
+	if s.head < s.out.Len() {
+		s.head = s.sendQueue(s.head, s.out.Len())
+	}
+	if s.broken {
+		return
+	}
+	if s.head < s.out.Len() || s.pendLen > 0 {
+		s.block()
+		return
+	}
+	s.out.Reset()
+	s.head = 0
+	s.blocked = false
+	if s.outWatched {
+		if err := s.watchConn(false); err != nil {
+			logging.Debugf("%v", err)
+		}
+	}
+}
+
+// block records that the socket stopped taking frames, and subscribes
+// EPOLLOUT.
+func (s *Stream) block() {
+	s.blocked = true
+	if !s.outWatched {
+		if err := s.watchConn(true); err != nil {
+			logging.Debugf("%v", err)
+		}
+	}
+}
+
+// sendQueue writes queued frames from to q-1, iovMax per sendmsg, and
+// stops where the socket stops taking them: the remainder of a frame it
+// took part of goes to pend. Returns the index of the first frame not
+// started (q when all went).
 //
 // Preconditions: a client, not broken, nothing pending.
-func (s *Stream) sendQueue(q int) int {
-	for i := 0; i < q; {
+func (s *Stream) sendQueue(from, q int) int {
+	for i := from; i < q; {
 		k := min(q-i, len(s.iov))
 		for j := 0; j < k; j++ {
 			f := s.out.WithHeadroom(i + j)
@@ -620,9 +706,6 @@ func (s *Stream) sendQueue(q int) int {
 			s.pendFrame = len(f) - streamHdr
 			s.Stats.Partial++
 			s.sent(i+j, false)
-			if err := s.watchConn(true); err != nil {
-				logging.Debugf("%v", err)
-			}
 			return i + j + 1
 		}
 		i += k
@@ -644,8 +727,7 @@ func (s *Stream) sent(i int, whole bool) {
 }
 
 // sendPending writes the remainder of the partially written frame.
-// Returns whether it is all gone (EPOLLOUT is then unsubscribed); a write
-// error breaks the client.
+// Returns whether it is all gone; a write error breaks the client.
 func (s *Stream) sendPending() bool {
 	s.iov[0].Base = &s.pend[s.pendOff]
 	s.iov[0].SetLen(s.pendLen - s.pendOff)
@@ -665,10 +747,5 @@ func (s *Stream) sendPending() bool {
 	s.Stats.FramesOut++
 	s.Stats.BytesOut += uint64(s.pendFrame)
 	s.pendOff, s.pendLen, s.pendFrame = 0, 0, 0
-	if s.outWatched {
-		if err := s.watchConn(false); err != nil {
-			logging.Debugf("%v", err)
-		}
-	}
 	return true
 }

@@ -711,12 +711,15 @@ func TestStreamOneOff(t *testing.T) {
 	})
 }
 
-// TestStreamPartialWrite: a tiny send buffer and a slow peer: batches of
-// big frames are cut by short writes, yet the peer reads a sequence of
-// whole, correct frames in order (the cut frame is finished first, from
-// EPOLLOUT or the next flush), and every frame is either received or
-// counted as dropped.
-func TestStreamPartialWrite(t *testing.T) {
+// TestStreamBackpressure: with a tiny send buffer and a slow peer, a
+// producer that takes its buffers with Reserve (as TCP does) is refused
+// slots while the socket does not take the queue, and told when it does
+// (EventWritable); every frame then reaches the peer, whole and in order,
+// none dropped, though the socket stopped inside frames many times. A
+// single frame asked for with Frame while the queue is full and blocked is
+// dropped and counted (control frames; the producer of data never loses
+// any).
+func TestStreamBackpressure(t *testing.T) {
 	a, p := streamPair(t)
 	if err := unix.SetsockoptInt(a, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
 		t.Fatal(err)
@@ -748,34 +751,50 @@ func TestStreamPartialWrite(t *testing.T) {
 	}()
 	sizes := []int{9000, MaxFrame, 1514, 30000, 14, 60, 20000, 4000}
 	var sent []int // sizes by sequence number
-	for round := 0; round < 40; round++ {
-		for k := 0; k < 8; k++ {
-			n := sizes[(round+k)%len(sizes)]
-			if round%4 == 3 {
-				n = 14 + k*30 // rounds of small frames, several whole per write
+	refusals, writables := 0, 0
+	var slot [1][]byte
+	for i := 0; i < 320; i++ {
+		n := sizes[i%len(sizes)]
+		if (i/8)%4 == 3 {
+			n = 14 + (i%8)*30 // runs of small frames, several whole per write
+		}
+		for end := time.Now().Add(10 * time.Second); s.Reserve(slot[:]) == 0; {
+			refusals++
+			if time.Now().After(end) {
+				t.Fatalf("frame %d: no slot for 10 s (blocked %v, pending %d)", i, s.Blocked(), s.Pending())
 			}
-			queue(t, s, testFrame(len(sent), n))
-			sent = append(sent, n)
-		}
-		s.Flush()
-		if _, err := l.turn(s, 2*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-		// Every other round waits for the cut frame to go, so that the
-		// next batch starts on an empty socket and whole frames pass.
-		for end := time.Now().Add(5 * time.Second); round%2 == 1 && s.Pending() > 0 && time.Now().Before(end); {
-			if _, err := l.turn(s, 10*time.Millisecond); err != nil {
+			ev, err := l.turn(s, 10*time.Millisecond)
+			if err != nil {
 				t.Fatal(err)
 			}
+			if ev&EventWritable != 0 {
+				writables++
+			}
+		}
+		s.Commit(copy(slot[0], testFrame(len(sent), n)))
+		sent = append(sent, n)
+		if i%8 == 7 {
+			s.Flush()
 		}
 	}
-	for end := time.Now().Add(10 * time.Second); s.Pending() > 0 && time.Now().Before(end); {
+	// A control frame while blocked and full: dropped, counted.
+	for s.Reserve(slot[:]) == 1 {
+		s.Commit(copy(slot[0], testFrame(len(sent), MaxFrame)))
+		sent = append(sent, MaxFrame)
+	}
+	dropped := 0
+	if s.Blocked() {
+		b := s.Frame()
+		s.Commit(copy(b, []byte("a control frame, dropped")))
+		dropped = 1
+	}
+	for end := time.Now().Add(20 * time.Second); (s.Queued() > 0 || s.Pending() > 0) && time.Now().Before(end); {
 		if _, err := l.turn(s, 10*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if s.Pending() > 0 {
-		t.Fatalf("%d bytes still pending", s.Pending())
+	if s.Queued() > 0 || s.Pending() > 0 {
+		t.Fatalf("%d frames and %d bytes still queued", s.Queued(), s.Pending())
 	}
 	st := s.Stats
 	s.Close() // the peer reads to the end
@@ -786,21 +805,20 @@ func TestStreamPartialWrite(t *testing.T) {
 	if len(rest) != 0 {
 		t.Fatalf("the stream ends inside a frame (%d bytes after the last whole one)", len(rest))
 	}
-	last := -1
-	for i, f := range frames {
-		seq := frameSeq(f)
-		if seq <= last || seq >= len(sent) || !bytes.Equal(f, testFrame(seq, sent[seq])) {
-			t.Fatalf("frame %d (seq %d after %d, %d bytes) is not a frame that was sent", i, seq, last, len(f))
-		}
-		last = seq
-	}
-	if uint64(len(frames)) != st.FramesOut || st.FramesOut+st.DroppedOut != uint64(len(sent)) {
+	if len(frames) != len(sent) {
 		t.Fatalf("%d frames read, %d sent, stats %+v", len(frames), len(sent), st)
 	}
-	if st.Partial == 0 || st.DroppedOut == 0 {
-		t.Fatalf("no short write or no drop: %+v", st)
+	for i, f := range frames {
+		if seq := frameSeq(f); seq != i || !bytes.Equal(f, testFrame(seq, sent[seq])) {
+			t.Fatalf("frame %d (seq %d, %d bytes) is not the frame sent %d-th", i, seq, len(f), i)
+		}
 	}
-	t.Logf("%d frames queued, %d received, %d dropped, %d short writes", len(sent), len(frames), st.DroppedOut, st.Partial)
+	if st.Partial == 0 || refusals == 0 || writables == 0 || st.DroppedOut != uint64(dropped) {
+		t.Fatalf("short writes %d, refusals %d, writable events %d, drops %d (want %d): %+v",
+			st.Partial, refusals, writables, st.DroppedOut, dropped, st)
+	}
+	t.Logf("%d frames, all received in order; %d short writes, %d refusals, %d writable events, %d control frame dropped",
+		len(sent), st.Partial, refusals, writables, dropped)
 }
 
 // TestStreamReadExact: with far more than a receive buffer of frames

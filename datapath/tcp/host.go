@@ -66,6 +66,19 @@ func (h *Handler) sockEvent(r loop.Ref, ev uint32) {
 	h.maybeClose(i)
 }
 
+// Resume sends the host data that waits for the guest on every established
+// connection, for when the guest back end refused buffers (a stream
+// socket that was full) and takes frames again (tap.EventWritable): those
+// connections stopped peeking, their data stays in the host sockets, and
+// no host event would come for it.
+func (h *Handler) Resume() {
+	for _, i := range h.active {
+		if c := &h.conns[i]; c.flags&(fClosed|fHostData) == fHostData && c.events&established != 0 {
+			h.sendData(i)
+		}
+	}
+}
+
 // writable handles EPOLLOUT after the socket was short of space: the
 // guest gets the window that opened and, if data was dropped, duplicate
 // ACKs so that it retransmits at once (fast retransmit needs three).

@@ -173,6 +173,7 @@ func (h *Handler) readListener(ln *listener) {
 	for round := 0; round < maxRounds; round++ {
 		n := h.out.Reserve(h.frames)
 		if n == 0 {
+			h.dropWaiting(ln.fd, h.lrecv)
 			return
 		}
 		for j := 0; j < n; j++ {

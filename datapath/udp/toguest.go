@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"gopasst/batch"
 	"gopasst/checksum"
 	"gopasst/datapath/flow"
 	"gopasst/datapath/header"
@@ -64,6 +65,7 @@ func (h *Handler) readFlow(f *udpFlow) {
 	for round := 0; round < maxRounds; round++ {
 		n := h.out.Reserve(h.frames)
 		if n == 0 {
+			h.dropWaiting(int(f.fd), h.recv)
 			return
 		}
 		for j := 0; j < n; j++ {
@@ -108,6 +110,24 @@ func (h *Handler) readFlow(f *udpFlow) {
 		if m < n {
 			return
 		}
+	}
+}
+
+// dropWaiting reads and drops one batch of the datagrams waiting on fd, for
+// when the guest back end has no buffers for them (a stream socket that is
+// full): UDP sockets are level-triggered, and datagrams left there would
+// wake the loop at once, again and again, until the guest side drains. A
+// UDP datagram may be lost; the loop must not spin.
+//
+// fd: the socket; m: the message headers to read with (h.recv or h.lrecv).
+func (h *Handler) dropWaiting(fd int, m *batch.Msgs) {
+	for j := range m.Hdrs {
+		m.SetBuf(j, h.sink[:])
+	}
+	m.ResetNames(len(m.Hdrs))
+	n, e := sys.Recvmmsg(fd, m.Hdrs, unix.MSG_DONTWAIT)
+	if e == 0 {
+		h.Stats.ToGuestDropped += uint64(n)
 	}
 }
 

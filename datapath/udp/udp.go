@@ -130,6 +130,7 @@ type Handler struct {
 	lrecv   *batch.Msgs // listeners: also PKTINFO control
 	ctrl    []byte      // lrecv's control buffers, ctrlLen each
 	frames  [][]byte
+	sink    [1]byte // where dropWaiting reads datagrams into (truncated)
 	eq      errQueue
 	csumOff bool        // out takes partial checksums (and GSO_UDP_L4 frames if stage is set)
 	vh      tap.VnetHdr // commit's header, kept here so it does not escape

@@ -47,6 +47,10 @@ type Backend struct {
 	bytes    int           // their total length
 	flushes  int           // calls of Flush, explicit or on a full queue
 
+	room     int  // with limited: slots Reserve may still hand out
+	limited  bool // SetRoom in effect: backpressure, as a full stream socket applies
+	writable bool // Writable was called: the next Ready reports EventWritable
+
 	in     [][]byte // injected frames not read yet
 	rx     [][]byte // the frames the last Read returned (their views)
 	efd    int      // eventfd signalled by Inject once watched, -1 before
@@ -94,12 +98,31 @@ func (b *Backend) Frame() []byte {
 	return b.slots[b.queued]
 }
 
-// Reserve implements tap.Out.
+// SetRoom makes the back end apply backpressure, as a full stream socket
+// does: Reserve hands out at most n more buffers (then none) until
+// Writable. Frame is not limited (control frames).
+func (b *Backend) SetRoom(n int) { b.room, b.limited = n, true }
+
+// Writable lifts SetRoom's limit and makes the next Ready report
+// tap.EventWritable (signalling the loop if watched).
+func (b *Backend) Writable() {
+	b.limited, b.writable = false, true
+	if b.efd >= 0 {
+		one := [8]byte{1}
+		unix.Write(b.efd, one[:])
+	}
+}
+
+// Reserve implements tap.Out (see SetRoom for backpressure).
 func (b *Backend) Reserve(bufs [][]byte) int {
 	if len(b.slots)-b.queued < len(bufs) {
 		b.Flush()
 	}
 	k := min(len(bufs), len(b.slots)-b.queued)
+	if b.limited {
+		k = min(k, b.room)
+		b.room -= k
+	}
 	for i := 0; i < k; i++ {
 		bufs[i] = b.slots[b.queued+i]
 	}
@@ -234,14 +257,19 @@ func (b *Backend) Watch(w tap.Watcher) error {
 }
 
 // Ready implements tap.Backend: it clears the eventfd and reports frames
-// if any wait.
+// if any wait, and EventWritable after Writable.
 func (b *Backend) Ready(idx uint32, events uint32) (tap.Event, error) {
 	var buf [8]byte
 	unix.Read(b.efd, buf[:])
-	if len(b.in) > 0 {
-		return tap.EventFrames, nil
+	var ev tap.Event
+	if b.writable {
+		b.writable = false
+		ev |= tap.EventWritable
 	}
-	return 0, nil
+	if len(b.in) > 0 {
+		ev |= tap.EventFrames
+	}
+	return ev, nil
 }
 
 // Close implements tap.Backend.
