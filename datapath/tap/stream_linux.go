@@ -288,11 +288,20 @@ func (s *Stream) Ready(idx uint32, events uint32) (Event, error) {
 			return 0, nil // an event of a client closed earlier in the same wait
 		}
 		var ev Event
-		if !s.broken && events&unix.EPOLLOUT != 0 && s.blocked {
-			s.drain()
+		if !s.broken && events&unix.EPOLLOUT != 0 {
+			if s.blocked {
+				s.drain()
+			}
 			if !s.blocked && s.refused {
+				// Drained, here or by a Flush since (which keeps
+				// EPOLLOUT watched for this): producers go on.
 				s.refused = false
 				ev = EventWritable
+				if s.outWatched {
+					if err := s.watchConn(false); err != nil {
+						logging.Debugf("%v", err)
+					}
+				}
 			}
 		}
 		switch {
@@ -648,7 +657,10 @@ func (s *Stream) drain() {
 	s.out.Reset()
 	s.head = 0
 	s.blocked = false
-	if s.outWatched {
+	// A producer that was refused slots must hear that it may go on,
+	// and only Ready can tell it: EPOLLOUT stays watched until then (the
+	// socket being writable, it comes at the next wait).
+	if s.outWatched && !s.refused {
 		if err := s.watchConn(false); err != nil {
 			logging.Debugf("%v", err)
 		}

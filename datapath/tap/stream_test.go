@@ -1039,3 +1039,53 @@ func FuzzStreamRead(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamWritableAfterFlush: a producer refused slots is told it may go
+// on (EventWritable) also when the queue drains through a later Flush (the
+// engine's end of turn) rather than at EPOLLOUT, which is what wakes TCP
+// flows that stopped peeking; otherwise they would wait for ever.
+func TestStreamWritableAfterFlush(t *testing.T) {
+	a, p := streamPair(t)
+	unix.SetsockoptInt(a, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	s := newStream(t, -1, a, false, 4)
+	l := newTestLoop(t)
+	if err := s.Watch(l); err != nil {
+		t.Fatal(err)
+	}
+	var slot [1][]byte
+	for i := 0; s.Reserve(slot[:]) == 1 || !s.Blocked(); i++ {
+		if i > 1000 {
+			t.Fatal("never refused a slot")
+		}
+		if s.Reserve(slot[:]) == 1 {
+			s.Commit(copy(slot[0], testFrame(i, 20000)))
+		}
+		s.Flush()
+	}
+	// The peer reads everything; the queue drains through Flush alone.
+	go func() {
+		buf := make([]byte, 1<<16)
+		for {
+			if n, err := unix.Read(p.fd, buf); err != nil || n == 0 {
+				return
+			}
+		}
+	}()
+	for end := time.Now().Add(5 * time.Second); s.Blocked() && time.Now().Before(end); time.Sleep(time.Millisecond) {
+		s.Flush()
+	}
+	if s.Blocked() {
+		t.Fatal("the queue did not drain")
+	}
+	var seen Event
+	for end := time.Now().Add(2 * time.Second); seen&EventWritable == 0 && time.Now().Before(end); {
+		ev, err := l.turn(s, 20*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen |= ev
+	}
+	if seen&EventWritable == 0 {
+		t.Fatal("no EventWritable after the queue drained through Flush")
+	}
+}
