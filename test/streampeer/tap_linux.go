@@ -89,6 +89,14 @@ func createTapHere(nsPath, name string, mac net.HardwareAddr, mtu int) (*os.File
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return fail(fmt.Sprintf("set MTU %d", mtu), err)
 	}
+	// qemu's virtio-net queue drops nothing: when it is full the guest
+	// stops sending. A tap drops what overflows its transmit queue
+	// instead, 1000 frames by default: a burst at MTU 1500 while passt's
+	// socket is full is lost, and the guest's TCP recovers slowly. A
+	// long queue (as pasta gives its tap) keeps the peer close to qemu.
+	if err := netlink.LinkSetTxQLen(link, 10000); err != nil {
+		return fail("set txqueuelen", err)
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fail("bring it up", err)
 	}
