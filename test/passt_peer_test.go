@@ -417,41 +417,7 @@ func TestPasstPeerSLAAC(t *testing.T) {
 		// solicitation then already counts.
 		w.guest.Output(t, "sysctl", "-qw", "net.ipv6.conf.default.accept_ra=2")
 		w.connectPeer(t)
-		var got netip.Addr
-		var links []nstest.Link
-		ok := nstest.Poll(20*time.Second, func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), nstest.CmdTimeout)
-			defer cancel()
-			var err error
-			if links, err = nstest.Links(ctx, w.g.NSCmd); err != nil {
-				return false
-			}
-			if tap := nstest.LinkByName(links, guestTap); tap != nil {
-				for _, a := range tap.Addrs {
-					if ip, err := netip.ParseAddr(a.Local); err == nil && a.Scope == "global" && prefix.Contains(ip) && a.PrefixLen == 64 {
-						got = ip
-						return true
-					}
-				}
-			}
-			return false
-		})
-		if !ok {
-			t.Fatalf("no SLAAC address in %s within 20 s: %+v", prefix, links)
-		}
-		t.Logf("SLAAC address %s", got)
-		ctx, cancel := context.WithTimeout(context.Background(), nstest.CmdTimeout)
-		defer cancel()
-		routes, err := nstest.Routes(ctx, w.g.NSCmd, "-6")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.ContainsFunc(routes, func(r nstest.Route) bool {
-			gw, err := netip.ParseAddr(r.Gateway)
-			return r.Dst == "default" && r.Dev == guestTap && err == nil && gw.IsLinkLocalUnicast()
-		}) {
-			t.Errorf("no default route via a link-local router on %s: %+v", guestTap, routes)
-		}
+		checkSLAAC(t, w.g.NSCmd, guestTap, prefix)
 		if err := ping(w.g, hostLocal6.String(), 3); err != nil {
 			t.Fatal(err)
 		}

@@ -287,40 +287,50 @@ func TestPastaSLAAC(t *testing.T) {
 		p.NSOutput(t, "sysctl", "-qw", "net.ipv6.conf."+p.Tap+".accept_ra=2")
 		p.NSOutput(t, "sysctl", "-qw", "net.ipv6.conf."+p.Tap+".accept_dad=0")
 		p.NSOutput(t, "ip", "link", "set", p.Tap, "up")
-		var got netip.Addr
-		var links []nstest.Link
-		ok := nstest.Poll(20*time.Second, func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), nstest.CmdTimeout)
-			defer cancel()
-			var err error
-			if links, err = nstest.Links(ctx, p.NSCmd); err != nil {
-				return false
-			}
-			if tap := nstest.LinkByName(links, p.Tap); tap != nil {
-				for _, a := range tap.Addrs {
-					if ip, err := netip.ParseAddr(a.Local); err == nil && a.Scope == "global" && prefix.Contains(ip) && a.PrefixLen == 64 {
-						got = ip
-						return true
-					}
-				}
-			}
-			return false
-		})
-		if !ok {
-			t.Fatalf("no SLAAC address in %s within 20 s: %+v", prefix, links)
-		}
-		t.Logf("SLAAC address %s", got)
+		checkSLAAC(t, p.NSCmd, p.Tap, prefix)
+	})
+}
+
+// checkSLAAC waits up to 20 s for dev, in the namespace run reaches, to
+// get a global /64 address in prefix from a router advertisement, then
+// checks for a default route via a link-local router there; it returns
+// the address.
+func checkSLAAC(t *testing.T, run nstest.CmdFunc, dev string, prefix netip.Prefix) netip.Addr {
+	t.Helper()
+	var got netip.Addr
+	var links []nstest.Link
+	ok := nstest.Poll(20*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), nstest.CmdTimeout)
 		defer cancel()
-		routes, err := nstest.Routes(ctx, p.NSCmd, "-6")
-		if err != nil {
-			t.Fatal(err)
+		var err error
+		if links, err = nstest.Links(ctx, run); err != nil {
+			return false
 		}
-		if !slices.ContainsFunc(routes, func(r nstest.Route) bool {
-			gw, err := netip.ParseAddr(r.Gateway)
-			return r.Dst == "default" && r.Dev == p.Tap && err == nil && gw.IsLinkLocalUnicast()
-		}) {
-			t.Errorf("no default route via a link-local router on %s: %+v", p.Tap, routes)
+		if tap := nstest.LinkByName(links, dev); tap != nil {
+			for _, a := range tap.Addrs {
+				if ip, err := netip.ParseAddr(a.Local); err == nil && a.Scope == "global" && prefix.Contains(ip) && a.PrefixLen == 64 {
+					got = ip
+					return true
+				}
+			}
 		}
+		return false
 	})
+	if !ok {
+		t.Fatalf("no SLAAC address in %s within 20 s: %+v", prefix, links)
+	}
+	t.Logf("SLAAC address %s", got)
+	ctx, cancel := context.WithTimeout(context.Background(), nstest.CmdTimeout)
+	defer cancel()
+	routes, err := nstest.Routes(ctx, run, "-6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(routes, func(r nstest.Route) bool {
+		gw, err := netip.ParseAddr(r.Gateway)
+		return r.Dst == "default" && r.Dev == dev && err == nil && gw.IsLinkLocalUnicast()
+	}) {
+		t.Errorf("no default route via a link-local router on %s: %+v", dev, routes)
+	}
+	return got
 }

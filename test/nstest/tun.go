@@ -50,15 +50,8 @@ func WidenTun(t testing.TB) {
 		t.Cleanup(releaseWide)
 		return
 	}
-	lock, err := os.OpenFile(tunLock, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Skipf("/dev/net/tun lock %s: %v", tunLock, err)
-	}
+	lock := lockTunExclusive(t)
 	fd := int(lock.Fd())
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-		lock.Close()
-		t.Skipf("/dev/net/tun lock: %v", err)
-	}
 	st, err := os.Stat(tunDevice)
 	if err != nil {
 		unix.Flock(fd, unix.LOCK_UN)
@@ -79,6 +72,22 @@ func WidenTun(t testing.TB) {
 	unix.Flock(fd, unix.LOCK_SH)
 	widened.n, widened.lock = 1, lock
 	t.Cleanup(releaseWide)
+}
+
+// lockTunExclusive opens the lock file shared by every test process and
+// takes it exclusively (waiting for the tests that hold the device wide);
+// it skips t if it cannot.
+func lockTunExclusive(t testing.TB) *os.File {
+	t.Helper()
+	lock, err := os.OpenFile(tunLock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Skipf("/dev/net/tun lock %s: %v", tunLock, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		t.Skipf("/dev/net/tun lock: %v", err)
+	}
+	return lock
 }
 
 // widened is this process's hold on the wide device: how many tests hold
@@ -142,15 +151,8 @@ func NarrowTun(t testing.TB) {
 	if held > 0 {
 		t.Fatal("NarrowTun inside a test that holds /dev/net/tun wide (WidenTun): it would wait for itself")
 	}
-	lock, err := os.OpenFile(tunLock, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Skipf("/dev/net/tun lock %s: %v", tunLock, err)
-	}
+	lock := lockTunExclusive(t)
 	fd := int(lock.Fd())
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-		lock.Close()
-		t.Skipf("/dev/net/tun lock: %v", err)
-	}
 	st, err := os.Stat(tunDevice)
 	if err == nil {
 		err = os.Chmod(tunDevice, 0o600)
