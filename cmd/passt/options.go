@@ -327,17 +327,6 @@ func (st *parseState) forwarding() error {
 		if err := t.Parse(proto, f.spec); err != nil {
 			return fmt.Errorf("%s: %s: invalid value %q: %v", st.prog, f.name, f.spec, err)
 		}
-		// What parses but has no implementation yet is refused at start
-		// (NotYet), not accepted and ignored: the port scanner ("auto")
-		// and namespace-to-host forwarding are the forwarding work's.
-		if (f.short == 'T' || f.short == 'U') && f.spec != "none" {
-			cfg.NotYet = append(cfg.NotYet, fmt.Sprintf("%s %s: namespace-to-host port forwarding (-T/-U): not implemented yet", f.name, f.spec))
-		}
-		for _, tok := range strings.Split(f.spec, ",") {
-			if tok == "auto" {
-				cfg.NotYet = append(cfg.NotYet, fmt.Sprintf("%s auto: automatic port forwarding: not implemented yet", f.name))
-			}
-		}
 	}
 	if cfg.Mode == config.ModePasta {
 		for _, short := range []byte("tuTU") {

@@ -266,7 +266,7 @@ func setupPasta(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engin
 		cfg.V6.Enabled = false
 	}
 	cfg.GuestMAC = res.MAC
-	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, Announce: cfg.ConfigNet}
+	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, NSDo: ns.Do, Announce: cfg.ConfigNet}
 	e, err := engine.New(cfg, tap.NewDevice(tapFD, engine.QueueLen, capture), o)
 	if err != nil {
 		return nil, nil, err

@@ -29,6 +29,7 @@ import (
 	"gopasst/datapath/icmp"
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
+	"gopasst/datapath/splice"
 	"gopasst/datapath/tap"
 	"gopasst/datapath/tcp"
 	"gopasst/datapath/term"
@@ -56,7 +57,10 @@ type Engine struct {
 	UDP   *udp.Handler // nil with --no-udp
 	ICMP  *icmp.Handler
 
-	opts   Options
+	opts Options
+	scan *portScan // nil: no "auto" rule
+	// Splice is pasta's TCP loopback path (nil in passt mode).
+	Splice *splice.Handler
 	frames [][]byte
 	status int
 	err    error
@@ -85,6 +89,12 @@ type Options struct {
 	Signals bool
 	// Namespace, if not nil, ends the run when it says so (pasta).
 	Namespace Namespace
+	// NSDo runs a function on a thread inside pasta's namespace
+	// (netns.NS.Do): the sockets of -T/-U listeners, of the splice
+	// path's namespace side and the namespace's /proc/net tables are
+	// made there. Nil in passt mode (and in tests without a namespace):
+	// then -T/-U rules and "auto" -t/-u rules are not served.
+	NSDo func(func() error) error
 	// Announce: when the run starts, send the ARP request and Neighbour
 	// Solicitation the C original sends at "tap ready" (--config-net: the
 	// guest interface is up and addressed already).
@@ -262,6 +272,9 @@ func (e *Engine) Close() {
 	}
 	if e.UDP != nil {
 		e.UDP.Close()
+	}
+	if e.Splice != nil {
+		e.Splice.Close()
 	}
 	if e.ICMP != nil {
 		e.ICMP.Close()

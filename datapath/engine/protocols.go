@@ -9,9 +9,9 @@ import (
 )
 
 // wireProtocols creates the TCP, UDP and ICMP handlers, connects them to the
-// demultiplexer and opens the listeners of the forwarding rules: all of
-// this before the sandbox, which forbids binding new listeners later only
-// in the sense that their addresses and ports are known now.
+// demultiplexer and opens the listeners of the forwarding rules
+// (wireForwarding): all of this before the sandbox, since listeners below
+// ip_unprivileged_port_start need the privileges we have only then.
 func (e *Engine) wireProtocols(o Options) error {
 	cfg := e.Cfg
 	if !cfg.NoTCP {
@@ -21,9 +21,6 @@ func (e *Engine) wireProtocols(o Options) error {
 		}
 		e.TCP = h
 		e.Demux.TCP = h
-		if err := h.Listen(&cfg.TCPIn); err != nil {
-			return err
-		}
 	}
 	if !cfg.NoUDP {
 		h, err := udp.New(cfg, &e.Guest, e.Tap, e.Loop, e.Flows)
@@ -32,9 +29,9 @@ func (e *Engine) wireProtocols(o Options) error {
 		}
 		e.UDP = h
 		e.Demux.UDP = h
-		if err := h.Listen(&cfg.UDPIn); err != nil {
-			return err
-		}
+	}
+	if err := e.wireForwarding(o); err != nil {
+		return err
 	}
 	if !cfg.NoICMP {
 		h, err := icmp.New(cfg, &e.Guest, e.Tap, e.Loop, e.Flows, o.ICMP)

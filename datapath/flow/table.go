@@ -32,6 +32,7 @@ const (
 	TCPSplice
 	UDP
 	Ping
+	UDPSplice // a UDP flow on pasta's loopback path: two sockets, no frames
 )
 
 // Index is a flow's slot number.

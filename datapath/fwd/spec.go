@@ -259,3 +259,64 @@ func (s *Spec) String() string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Bind returns where to bind l given the families in use: a dual-stack
+// wildcard becomes 0.0.0.0 when IPv6 is off, and stays :: (IPv6 only)
+// when IPv4 is off; a listener of a family that is off is skipped (ok
+// false).
+//
+// v4, v6: whether each family is enabled. Returns the address, whether
+// the socket takes both families (IPV6_V6ONLY off), and ok.
+func (l *Listener) Bind(v4, v6 bool) (addr netip.Addr, dual, ok bool) {
+	switch {
+	case l.DualStack && v4 && v6:
+		return netip.IPv6Unspecified(), true, true
+	case l.DualStack && v6:
+		return netip.IPv6Unspecified(), false, true
+	case l.DualStack && v4:
+		return netip.IPv4Unspecified(), false, true
+	case l.DualStack:
+		return netip.Addr{}, false, false
+	case l.Addr.Is4() && !v4, l.Addr.Is6() && !v6:
+		return netip.Addr{}, false, false
+	}
+	return l.Addr, false, true
+}
+
+// Budget is how many more descriptors listening sockets may take: the
+// descriptor limit less what flows need. Listeners of every protocol draw
+// from one Budget, so that "-t all" under a low limit leaves room for the
+// connections to its ports; when it runs out, the rest of the ports are
+// not forwarded, with one warning.
+type Budget struct {
+	Left   int  // descriptors listeners may still take
+	Warned bool // the warning was given
+}
+
+// NewBudget returns the budget under a descriptor limit of limit: a
+// quarter of it, and at least 64 descriptors, is kept for flows, pipes and
+// the rest of the process.
+func NewBudget(limit int) *Budget {
+	keep := max(limit/4, 64)
+	return &Budget{Left: max(limit-keep, 0)}
+}
+
+// Take reports whether one more listener may be opened, and counts it.
+func (b *Budget) Take() bool {
+	if b == nil {
+		return true
+	}
+	if b.Left <= 0 {
+		return false
+	}
+	b.Left--
+	return true
+}
+
+// Give returns the descriptor of a listener that was closed, or that
+// could not be opened after Take.
+func (b *Budget) Give() {
+	if b != nil {
+		b.Left++
+	}
+}

@@ -15,4 +15,5 @@ const (
 	KindUDP             // a UDP flow's host socket
 	KindUDPListen       // a forwarded UDP port's socket
 	KindPing            // an ICMP/ICMPv6 echo socket
+	KindUDPSplice       // a socket of a UDP flow on pasta's loopback path
 )

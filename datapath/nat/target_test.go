@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"gopasst/datapath/config"
 	"gopasst/datapath/guest"
 )
 
@@ -95,5 +96,72 @@ func TestTargetFromHost(t *testing.T) {
 	ini := Side{Pif: PifHost, Src: a("203.0.113.5"), SrcPort: 5000, DstPort: 8080}
 	if got := Target(cfg, g, 6, &ini, nil); got.Pif != PifNone {
 		t.Errorf("no rule: %+v", got)
+	}
+}
+
+// TestTargetSplice checks the pasta loopback rows of addressing.md §2:
+// which inbound flows take the splice path, and their addresses.
+func TestTargetSplice(t *testing.T) {
+	a := netip.MustParseAddr
+	cfg := testConfig()
+	cfg.Mode = config.ModePasta
+	g := &guest.State{SeenV4: a("198.18.0.2")}
+	rule := &Rule{To: 8080}
+	for _, c := range []struct {
+		name      string
+		tweak     func(*config.Config)
+		pif       Pif
+		proto     uint8
+		src, dst  string
+		rule      *Rule
+		want      Pif
+		wantDst   string
+		wantSrc   string
+		wantSPort uint16
+	}{
+		{name: "host loopback to -t: the namespace's address", pif: PifHost, proto: 6,
+			src: "127.0.0.1", dst: "127.0.0.1", rule: rule, want: PifSplice, wantDst: "198.18.0.2", wantSrc: "0.0.0.0"},
+		{name: "::1 to -t: the namespace's IPv6 address", pif: PifHost, proto: 6,
+			src: "::1", dst: "::1", rule: rule, want: PifSplice, wantDst: "2001:db8::2", wantSrc: "::"},
+		{name: "--host-lo-to-ns-lo: the loopback address used", pif: PifHost, proto: 6,
+			tweak: func(c *config.Config) { c.HostLoToNSLo = true },
+			src:   "127.0.0.1", dst: "127.0.0.9", rule: rule, want: PifSplice, wantDst: "127.0.0.9", wantSrc: "0.0.0.0"},
+		{name: "--no-splice: the tap", pif: PifHost, proto: 6,
+			tweak: func(c *config.Config) { c.NoSplice = true },
+			src:   "127.0.0.1", dst: "127.0.0.1", rule: rule, want: PifTap, wantDst: "198.18.0.2", wantSrc: "198.18.0.1"},
+		{name: "a target address: the tap", pif: PifHost, proto: 6,
+			src: "127.0.0.1", dst: "127.0.0.1", rule: &Rule{To: 80, TAddr: a("198.18.0.7")}, want: PifTap, wantDst: "198.18.0.7", wantSrc: "198.18.0.1"},
+		{name: "non-loopback peer: the tap", pif: PifHost, proto: 6,
+			src: "203.0.113.5", dst: "198.18.0.2", rule: rule, want: PifTap, wantDst: "198.18.0.2", wantSrc: "203.0.113.5"},
+		{name: "--splice-only: non-loopback peers refused", pif: PifHost, proto: 6,
+			tweak: func(c *config.Config) { c.SpliceOnly = true },
+			src:   "203.0.113.5", dst: "198.18.0.2", rule: rule, want: PifNone},
+		{name: "-T: namespace loopback to host loopback", pif: PifSplice, proto: 6,
+			src: "127.0.0.1", dst: "127.0.0.1", rule: rule, want: PifHost, wantDst: "127.0.0.1", wantSrc: "0.0.0.0"},
+		{name: "-U: bound to the client's address and port", pif: PifSplice, proto: 17,
+			src: "127.0.0.1", dst: "127.0.0.1", rule: rule, want: PifHost, wantDst: "127.0.0.1", wantSrc: "127.0.0.1", wantSPort: 40000},
+		{name: "-T from the namespace's own address: refused", pif: PifSplice, proto: 6,
+			src: "198.18.0.2", dst: "198.18.0.2", rule: rule, want: PifNone},
+		{name: "passt never splices", pif: PifHost, proto: 6,
+			tweak: func(c *config.Config) { c.Mode = config.ModePasst },
+			src:   "127.0.0.1", dst: "127.0.0.1", rule: rule, want: PifTap, wantDst: "198.18.0.2", wantSrc: "198.18.0.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := *cfg
+			if c.tweak != nil {
+				c.tweak(&cfg)
+			}
+			ini := Side{Pif: c.pif, Src: a(c.src), Dst: a(c.dst), SrcPort: 40000, DstPort: 80}
+			got := Target(&cfg, g, c.proto, &ini, c.rule)
+			if got.Pif != c.want {
+				t.Fatalf("Pif %v, want %v (%+v)", got.Pif, c.want, got)
+			}
+			if c.want == PifNone {
+				return
+			}
+			if got.Dst != a(c.wantDst) || got.Src != a(c.wantSrc) || (c.want != PifTap && got.SrcPort != c.wantSPort) {
+				t.Errorf("got %v:%d -> %v:%d, want %s:%d -> %s", got.Src, got.SrcPort, got.Dst, got.DstPort, c.wantSrc, c.wantSPort, c.wantDst)
+			}
+		})
 	}
 }

@@ -25,7 +25,6 @@ package procnet
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -222,8 +221,17 @@ func clip(b []byte) []byte {
 // Tables are the four /proc/net tables of one network namespace, kept open
 // for rescanning.
 type Tables struct {
-	tcp, tcp6, udp, udp6 *os.File
+	tcp, tcp6, udp, udp6 table
 	buf                  []byte
+}
+
+// table is one kept table: a raw descriptor, not an *os.File, because
+// (*os.File).Fd puts the descriptor back into blocking mode with fcntl on
+// every call, and fcntl is not on the sandbox's allow-list: the first
+// rescan after seccomp died of SIGSYS that way.
+type table struct {
+	fd   int // -1: the table does not exist
+	name string
 }
 
 // bufSize is how much one pread takes: the kernel's seq_file hands out at
@@ -240,27 +248,30 @@ func Open(dir string) (*Tables, error) {
 	t := &Tables{buf: make([]byte, bufSize)}
 	for _, f := range []struct {
 		name string
-		dst  **os.File
+		dst  *table
 	}{{"tcp", &t.tcp}, {"tcp6", &t.tcp6}, {"udp", &t.udp}, {"udp6", &t.udp6}} {
-		file, err := os.Open(filepath.Join(dir, f.name))
-		if errors.Is(err, os.ErrNotExist) {
+		path := filepath.Join(dir, f.name)
+		*f.dst = table{fd: -1, name: path}
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
 		if err != nil {
 			t.Close()
-			return nil, fmt.Errorf("port scan: %w", err)
+			return nil, fmt.Errorf("port scan: opening %s: %w", path, err)
 		}
-		*f.dst = file
+		f.dst.fd = fd
 	}
 	return t, nil
 }
 
 // Close closes the tables.
 func (t *Tables) Close() {
-	for _, f := range []*os.File{t.tcp, t.tcp6, t.udp, t.udp6} {
-		if f != nil {
-			f.Close()
+	for _, f := range []*table{&t.tcp, &t.tcp6, &t.udp, &t.udp6} {
+		if f.fd >= 0 {
+			unix.Close(f.fd)
 		}
+		f.fd = -1
 	}
 }
 
@@ -273,7 +284,7 @@ func (t *Tables) Close() {
 func (t *Tables) Scan(tcp, udp *Ports) error {
 	if tcp != nil {
 		tcp.Clear()
-		for _, f := range []*os.File{t.tcp, t.tcp6} {
+		for _, f := range []*table{&t.tcp, &t.tcp6} {
 			if err := t.scanFile(f, StateListen, tcp); err != nil {
 				return err
 			}
@@ -281,7 +292,7 @@ func (t *Tables) Scan(tcp, udp *Ports) error {
 	}
 	if udp != nil {
 		udp.Clear()
-		for _, f := range []*os.File{t.udp, t.udp6} {
+		for _, f := range []*table{&t.udp, &t.udp6} {
 			if err := t.scanFile(f, StateClose, udp); err != nil {
 				return err
 			}
@@ -295,28 +306,28 @@ var _ = allow.Syscall(allow.Pasta, "pread64", "procnet: re-reading the kept /pro
 // scanFile reads the whole table f from its start and adds the ports in
 // state to p. A read may end inside a line (seq_file copies what fits):
 // the next pread starts at that line again.
-func (t *Tables) scanFile(f *os.File, state uint8, p *Ports) error {
-	if f == nil {
+func (t *Tables) scanFile(f *table, state uint8, p *Ports) error {
+	if f.fd < 0 {
 		return nil
 	}
 	var off int64
 	for {
-		n, err := unix.Pread(int(f.Fd()), t.buf, off)
+		n, err := unix.Pread(f.fd, t.buf, off)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("port scan: reading %s: %w", f.Name(), err)
+			return fmt.Errorf("port scan: reading %s: %w", f.name, err)
 		}
 		if n == 0 {
 			return nil
 		}
 		used, err := Parse(t.buf[:n], state, p)
 		if err != nil {
-			return fmt.Errorf("port scan: %s: %w", f.Name(), err)
+			return fmt.Errorf("port scan: %s: %w", f.name, err)
 		}
 		if used == 0 {
-			return fmt.Errorf("port scan: %s: %w: a line longer than %d bytes", f.Name(), ErrFormat, len(t.buf))
+			return fmt.Errorf("port scan: %s: %w: a line longer than %d bytes", f.name, ErrFormat, len(t.buf))
 		}
 		off += int64(used)
 	}

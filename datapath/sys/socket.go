@@ -259,3 +259,13 @@ func OutQueue(fd int) (int, unix.Errno) {
 	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCOUTQ, uintptr(unsafe.Pointer(&x)))
 	return int(x), e
 }
+
+// Getsockname stores the local address of socket fd in sa (the callers
+// register the syscall: they are the ones that need it).
+//
+// Returns the errno.
+func Getsockname(fd int, sa *unix.RawSockaddrAny) unix.Errno {
+	l := uint32(unsafe.Sizeof(*sa))
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&l)))
+	return e
+}

@@ -1,10 +1,12 @@
-// Inbound connections: listening sockets for forwarded ports (-t), opened
-// before the sandbox, and accepted connections turned into a SYN to the
-// guest.
+// Inbound connections: listening sockets for forwarded ports, on the host
+// (-t) and, in pasta, in the namespace (-T); fixed ports opened before the
+// sandbox, "auto" ports opened and closed by the port scan; accepted
+// connections turned into a SYN to the guest, or handed to the splice path.
 
 package tcp
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -16,67 +18,185 @@ import (
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
+	"gopasst/datapath/procnet"
 	"gopasst/datapath/sys"
+	"gopasst/isolation/allow"
 )
+
+// Splicer is pasta's loopback path (datapath/splice): it takes an accepted
+// connection and moves its bytes to a new connection it makes, without
+// frames.
+type Splicer interface {
+	// Connect splices fd, just accepted, to a new connection to dst
+	// made from a socket in pasta's namespace (toNS) or the host's. It
+	// owns fd from then on, also on failure (closed with a reset).
+	Connect(fd int, toNS bool, dst netip.AddrPort) error
+}
 
 // listener is one listening socket and where its connections go.
 type listener struct {
-	fd    int
-	port  uint16     // the port listened on
-	to    uint16     // the guest's port
-	taddr netip.Addr // fixed guest-side address, invalid: the guest's own
+	fd   int // -1: a free slot
+	ns   bool
+	scan bool // opened by the port scan ("auto"), closed by it too
+	spec *fwd.Spec
+	rule int    // index in spec.Rules
+	port uint16 // the port listened on
+	// local is the bound address when it is a single one; invalid for a
+	// wildcard (the address a connection reached is then asked of the
+	// accepted socket, where the splice path needs it).
+	local netip.Addr
 }
 
+// scanKey names the listener the scan opened for one port of one rule.
+type scanKey struct {
+	spec *fwd.Spec
+	rule int
+	port uint16
+}
+
+// errNoFDs: the descriptor budget or limit is exhausted.
+var errNoFDs = errors.New("out of file descriptors")
+
 // Listen opens a listening socket for each port of every rule of spec
-// that is not a scan ("auto") rule; scan rules are opened by the port
-// scanner as ports appear. Weak rules (all, exclusions) skip ports that
-// cannot be bound, with a warning.
+// that is not a scan ("auto") rule; scan rules are opened by SyncScan as
+// ports appear on the other side. Weak rules (all, exclusions) skip ports
+// that cannot be bound, with a debug line. When descriptors run out (the
+// budget, or the limit itself), the ports opened so far stay forwarded and
+// the rest are not, with one warning: that is never fatal.
 //
-// spec: the -t rules. Returns an error naming the first port that could
-// not be bound.
-func (h *Handler) Listen(spec *fwd.Spec) error {
+// spec: the -t rules (ns false) or pasta's -T rules (ns true, listening in
+// the namespace; needs NSDo), kept by reference. Returns an error naming
+// the first port of a non-weak rule that could not be bound.
+func (h *Handler) Listen(spec *fwd.Spec, ns bool) error {
 	for l := range spec.Listeners() {
 		if l.Flags&fwd.Scan != 0 {
 			continue
 		}
-		r := &spec.Rules[l.Rule]
-		err := h.listen(l.Addr, l.DualStack, l.IfName, l.Port, r.Target(l.Port), r.TAddr)
-		if err != nil {
-			if l.Flags&fwd.Weak != 0 {
-				logging.Debugf("%v", err)
-				continue
-			}
+		err := h.listen(spec, l, ns, false)
+		switch {
+		case errors.Is(err, errNoFDs):
+			h.warnFDs(err)
+			return nil
+		case err != nil && l.Flags&fwd.Weak != 0:
+			logging.Debugf("%v", err)
+		case err != nil:
 			return err
 		}
 	}
 	return nil
 }
 
-// ListenPort opens one listener on addr:port forwarding to the same port
-// of the guest. The zero addr is the dual-stack wildcard.
-//
-// addr: the local address; port: the port. Returns an error naming the
-// port.
-func (h *Handler) ListenPort(addr netip.Addr, port uint16) error {
-	if !addr.IsValid() {
-		return h.listen(netip.IPv6Unspecified(), true, "", port, port, netip.Addr{})
+// warnFDs says once that ports are left unforwarded for want of
+// descriptors.
+func (h *Handler) warnFDs(err error) {
+	if h.Budget != nil {
+		if h.Budget.Warned {
+			return
+		}
+		h.Budget.Warned = true
 	}
-	return h.listen(addr, false, "", port, port, netip.Addr{})
+	logging.Warnf("%v: the ports opened so far stay forwarded, the others are not (raise the limit: ulimit -n)", err)
 }
 
-// listen opens, binds and registers one listening socket.
-func (h *Handler) listen(addr netip.Addr, dual bool, ifname string, port, to uint16, taddr netip.Addr) error {
+// ListenPort opens one host listener on addr:port forwarding to the same
+// port of the guest, outside any configured rule (tests). The zero addr is
+// the dual-stack wildcard.
+//
+// Returns an error naming the port.
+func (h *Handler) ListenPort(addr netip.Addr, port uint16) error {
+	spec := &fwd.Spec{Proto: fwd.TCP, Rules: []fwd.Rule{{Proto: fwd.TCP, Addr: addr, First: port, Last: port, To: port}}}
+	for l := range spec.Listeners() {
+		if err := h.listen(spec, l, false, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listen opens, binds and registers one listening socket for l, a
+// listener of spec, on the host or in the namespace (ns); scan marks it as
+// the port scan's. A family that is off is skipped without error.
+func (h *Handler) listen(spec *fwd.Spec, l fwd.Listener, ns, scan bool) error {
+	addr, dual, ok := l.Bind(h.cfg.V4.Enabled, h.cfg.V6.Enabled)
+	if !ok {
+		return nil
+	}
+	if !h.Budget.Take() {
+		return fmt.Errorf("tcp port %d: %w for more listeners", l.Port, errNoFDs)
+	}
+	fd, err := h.listenSocket(addr, dual, l.IfName, l.Port, ns)
+	if err != nil {
+		h.Budget.Give()
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			return fmt.Errorf("%v: %w", err, errNoFDs)
+		}
+		return err
+	}
+	k := h.freeListener()
+	ln := &h.listeners[k]
+	*ln = listener{fd: fd, ns: ns, scan: scan, spec: spec, rule: l.Rule, port: l.Port}
+	if !addr.IsUnspecified() {
+		ln.local = addr
+	}
+	if err := h.l.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindTCPListen, fd, uint32(k))); err != nil {
+		h.closeListener(k)
+		return fmt.Errorf("tcp port %d: %w", l.Port, err)
+	}
+	if scan {
+		h.scanned[scanKey{spec, l.Rule, l.Port}] = k
+	}
+	return nil
+}
+
+// freeListener returns the index of a free listener slot, growing the
+// table if none is free.
+func (h *Handler) freeListener() int {
+	if n := len(h.freeL); n > 0 {
+		k := h.freeL[n-1]
+		h.freeL = h.freeL[:n-1]
+		return k
+	}
+	h.listeners = append(h.listeners, listener{fd: -1})
+	return len(h.listeners) - 1
+}
+
+// closeListener closes listener k and frees its slot. Connections it
+// accepted have their own sockets and go on.
+func (h *Handler) closeListener(k int) {
+	ln := &h.listeners[k]
+	if ln.fd < 0 {
+		return
+	}
+	unix.Close(ln.fd)
+	h.Budget.Give()
+	if ln.scan {
+		delete(h.scanned, scanKey{ln.spec, ln.rule, ln.port})
+	}
+	*ln = listener{fd: -1}
+	h.freeL = append(h.freeL, k)
+}
+
+// The sockets of -T listeners are made on the namespace worker's thread:
+// the namespace a socket belongs to is fixed when it is created.
+var _ = allow.Syscall(allow.Pasta, "listen", "tcp: listeners of ports the port scan (auto) finds bound on the other side, opened after the sandbox (Handler.listenSocket)")
+
+// listenSocket creates, binds and starts listening on one TCP socket.
+//
+// addr, dual: where to bind (dual: :: taking IPv4 too); ifname: device to
+// bind to, "" for none; port: the port; ns: make it in pasta's namespace.
+// Returns the descriptor, or an error naming the port.
+func (h *Handler) listenSocket(addr netip.Addr, dual bool, ifname string, port uint16, ns bool) (int, error) {
 	af := unix.AF_INET6
 	if addr.Is4() {
 		af = unix.AF_INET
 	}
-	fd, err := unix.Socket(af, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := h.socket(af, ns)
 	if err != nil {
-		return fmt.Errorf("tcp port %d: socket: %w", port, err)
+		return -1, fmt.Errorf("tcp port %d: socket: %w", port, err)
 	}
-	fail := func(what string, err error) error {
+	fail := func(what string, err error) (int, error) {
 		unix.Close(fd)
-		return fmt.Errorf("tcp port %d: %s %v: %w", port, what, addr, err)
+		return -1, fmt.Errorf("tcp port %d: %s %v: %w", port, what, addr, err)
 	}
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 	var sa unix.Sockaddr
@@ -106,20 +226,96 @@ func (h *Handler) listen(addr netip.Addr, dual bool, ifname string, port, to uin
 	if err := unix.Listen(fd, listenBacklog); err != nil {
 		return fail("listen on", err)
 	}
-	idx := uint32(len(h.listeners))
-	if err := h.l.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindTCPListen, fd, idx)); err != nil {
-		return fail("epoll for", err)
+	return fd, nil
+}
+
+var _ = allow.InetSocket(allow.Pasta, "tcp: listeners of ports the port scan (auto) finds bound, on the host or in the namespace (Handler.socket)")
+
+// socket creates a non-blocking TCP socket of family af, in pasta's
+// namespace if ns (through NSDo, on the namespace worker's thread), else
+// in ours. Returns the descriptor or the error.
+func (h *Handler) socket(af int, ns bool) (int, error) {
+	mk := func() (int, error) {
+		return unix.Socket(af, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	}
-	h.listeners = append(h.listeners, listener{fd: fd, port: port, to: to, taddr: taddr})
-	return nil
+	if !ns {
+		return mk()
+	}
+	if h.NSDo == nil {
+		return -1, errors.New("no namespace to listen in")
+	}
+	fd := -1
+	err := h.NSDo(func() error {
+		var err error
+		fd, err = mk()
+		return err
+	})
+	return fd, err
+}
+
+// SyncScan makes the listeners of spec's scan ("auto") rules follow want,
+// the ports bound on the other side: a port of a scan rule's range that is
+// in want and not listened on gets a listener, one that is listened on and
+// no longer in want loses it. Failures are logged at debug level and tried
+// again at the next scan; connections accepted earlier go on.
+//
+// spec: the rules (-t: ns false, -T: ns true); want: the ports to forward,
+// the caller having removed those we listen on ourselves on the other
+// side.
+func (h *Handler) SyncScan(spec *fwd.Spec, ns bool, want *procnet.Ports) {
+	for r := range spec.Rules {
+		rule := &spec.Rules[r]
+		if rule.Flags&fwd.Scan == 0 {
+			continue
+		}
+		for p := int(rule.First); p <= int(rule.Last); p++ {
+			port := uint16(p)
+			k, open := h.scanned[scanKey{spec, r, port}]
+			switch wanted := want.Has(port); {
+			case wanted && !open:
+				l := fwd.Listener{Rule: r, Proto: rule.Proto, Addr: rule.Addr, IfName: rule.IfName,
+					Port: port, DualStack: rule.DualStack(), Flags: rule.Flags}
+				if err := h.listen(spec, l, ns, true); err != nil {
+					if errors.Is(err, errNoFDs) {
+						h.warnFDs(err)
+						return
+					}
+					logging.Debugf("auto: %v", err)
+				} else {
+					logging.Debugf("auto: listening on TCP port %d (%s)", port, sideName(ns))
+				}
+			case !wanted && open:
+				h.closeListener(k)
+				logging.Debugf("auto: closed TCP port %d (%s)", port, sideName(ns))
+			}
+		}
+	}
+}
+
+// sideName names where a listener is, for logs.
+func sideName(ns bool) string {
+	if ns {
+		return "namespace"
+	}
+	return "host"
+}
+
+// Listening adds to p the ports of our listeners in pasta's namespace (ns)
+// or on the host: what the port scan of that side must not take for the
+// far side's servers.
+func (h *Handler) Listening(ns bool, p *procnet.Ports) {
+	for k := range h.listeners {
+		if ln := &h.listeners[k]; ln.fd >= 0 && ln.ns == ns {
+			p.Add(ln.port)
+		}
+	}
 }
 
 // Close closes every listener and connection (tests, and shutdown).
 func (h *Handler) Close() {
-	for _, l := range h.listeners {
-		unix.Close(l.fd)
+	for k := range h.listeners {
+		h.closeListener(k)
 	}
-	h.listeners = nil
 	for k := len(h.active) - 1; k >= 0; k-- {
 		h.closeConn(h.active[k], true)
 	}
@@ -130,7 +326,7 @@ func (h *Handler) Close() {
 // number per event; the listener is level-triggered).
 func (h *Handler) listenEvent(r loop.Ref, ev uint32) {
 	li := int(r.Index())
-	if li >= len(h.listeners) {
+	if li >= len(h.listeners) || h.listeners[li].fd != r.FD() {
 		return
 	}
 	l := &h.listeners[li]
@@ -147,29 +343,68 @@ func (h *Handler) listenEvent(r loop.Ref, ev uint32) {
 	}
 }
 
-// accepted turns an accepted host connection into a SYN to the guest.
+var _ = allow.Syscall(allow.Pasta, "getsockname", "tcp: the loopback address a spliced connection reached on a wildcard listener, which the splice path connects to (Handler.accepted)")
+
+// accepted turns an accepted connection into a SYN to the guest, or hands
+// it to the splice path, as nat.Target decides.
 func (h *Handler) accepted(l *listener, fd int) {
-	var peer netip.Addr
-	var pport uint16
-	switch h.sa.Addr.Family {
-	case unix.AF_INET:
-		sa := (*unix.RawSockaddrInet4)(unsafePointer(&h.sa))
-		peer, pport = netip.AddrFrom4(sa.Addr), sockaddrPort(&sa.Port)
-	case unix.AF_INET6:
-		sa := (*unix.RawSockaddrInet6)(unsafePointer(&h.sa))
-		peer, pport = netip.AddrFrom16(sa.Addr).Unmap(), sockaddrPort(&sa.Port)
+	peer, pport, ok := sockaddrAddr(&h.sa)
+	if !ok {
+		sys.CloseRST(fd)
+		return
+	}
+	rule := &l.spec.Rules[l.rule]
+	nr := nat.Rule{To: rule.Target(l.port), TAddr: rule.TAddr}
+	pif := nat.PifHost
+	if l.ns {
+		pif = nat.PifSplice
+	}
+	ini := nat.Side{Pif: pif, Src: peer, SrcPort: pport, Dst: l.local, DstPort: l.port}
+	if !ini.Dst.IsValid() && (l.ns || nat.Splices(h.cfg, peer, &nr)) {
+		// Only the splice path needs the local address: ask the
+		// socket where a wildcard listener's connection arrived.
+		var sa unix.RawSockaddrAny
+		if e := sys.Getsockname(fd, &sa); e == 0 {
+			ini.Dst, _, _ = sockaddrAddr(&sa)
+		}
+	}
+	tgt := nat.Target(h.cfg, h.g, header.ProtoTCP, &ini, &nr)
+	switch tgt.Pif {
+	case nat.PifTap:
+		h.toGuest(fd, peer, pport, &tgt)
+	case nat.PifSplice, nat.PifHost:
+		if h.Splice == nil {
+			sys.CloseRST(fd)
+			return
+		}
+		dst := netip.AddrPortFrom(tgt.Dst, tgt.DstPort)
+		if err := h.Splice.Connect(fd, tgt.Pif == nat.PifSplice, dst); err != nil {
+			logging.Debugf("tcp: splice [%v]:%d -> %v: %v", peer, pport, dst, err)
+		}
 	default:
 		sys.CloseRST(fd)
-		return
 	}
-	ini := nat.Side{Pif: nat.PifHost, Src: peer, SrcPort: pport, DstPort: l.port}
-	tgt := nat.Target(h.cfg, h.g, header.ProtoTCP, &ini, &nat.Rule{To: l.to, TAddr: l.taddr})
-	if tgt.Pif != nat.PifTap {
-		sys.CloseRST(fd)
-		return
+}
+
+// sockaddrAddr returns the address and port of an IPv4 or IPv6 sockaddr
+// (IPv4-mapped addresses unmapped), ok false for another family.
+func sockaddrAddr(sa *unix.RawSockaddrAny) (netip.Addr, uint16, bool) {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		s := (*unix.RawSockaddrInet4)(unsafePointer(sa))
+		return netip.AddrFrom4(s.Addr), sockaddrPort(&s.Port), true
+	case unix.AF_INET6:
+		s := (*unix.RawSockaddrInet6)(unsafePointer(sa))
+		return netip.AddrFrom16(s.Addr).Unmap(), sockaddrPort(&s.Port), true
 	}
+	return netip.Addr{}, 0, false
+}
+
+// toGuest starts the tap path for accepted connection fd from peer:pport:
+// a SYN to the guest at tgt's addresses.
+func (h *Handler) toGuest(fd int, peer netip.Addr, pport uint16, tgt *nat.Side) {
 	src, dst := tgt.Src, tgt.Dst
-	key := flow.Key{Proto: header.ProtoTCP, Src: dst.As16(), Dst: src.As16(), SrcPort: l.to, DstPort: pport}
+	key := flow.Key{Proto: header.ProtoTCP, Src: dst.As16(), Dst: src.As16(), SrcPort: tgt.DstPort, DstPort: pport}
 	i, err := h.alloc(&key)
 	if err != nil {
 		logging.Debugf("tcp: inbound %v:%d: %v", peer, pport, err)

@@ -12,6 +12,7 @@ import (
 
 	"gopasst/datapath/config"
 	"gopasst/datapath/flow"
+	"gopasst/datapath/fwd"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
@@ -126,6 +127,16 @@ type Handler struct {
 	idleScan int64
 
 	listeners []listener
+	freeL     []int           // free slots of listeners
+	scanned   map[scanKey]int // listeners the port scan opened, by rule and port
+
+	// Set by the engine before Listen (pasta): NSDo runs a function on
+	// a thread in pasta's namespace (netns.NS.Do), for the sockets of -T
+	// listeners; Splice is the loopback path; Budget limits the
+	// descriptors listeners take (nil: no limit).
+	NSDo   func(func() error) error
+	Splice Splicer
+	Budget *fwd.Budget
 
 	Stats Stats
 }
@@ -178,6 +189,7 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		isnKey:  newISNKey(),
 		closing: make([]flow.Index, 0, 256),
 		active:  make([]flow.Index, 0, 1024),
+		scanned: make(map[scanKey]int),
 	}
 	for i := range h.actPos {
 		h.actPos[i] = -1

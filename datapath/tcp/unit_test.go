@@ -52,7 +52,9 @@ func newUnitWorld(t testing.TB) *unitWorld { return newUnitWorldOut(t, taptest.N
 // newUnitWorldOut is newUnitWorld with frames to the guest going to out.
 func newUnitWorldOut(t testing.TB, out *taptest.Backend) *unitWorld {
 	u := &unitWorld{out: out}
-	u.cfg = config.Config{Mode: config.ModePasta, MTU: 65520, OurMAC: config.DefaultMAC}
+	// NoSplice: these worlds test the tap path with connections from
+	// the host's loopback, which pasta would otherwise splice.
+	u.cfg = config.Config{Mode: config.ModePasta, MTU: 65520, OurMAC: config.DefaultMAC, NoSplice: true}
 	u.cfg.V4 = config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4}
 	u.cfg.V6 = config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6}
 	u.g.MAC = [6]byte{2, 0, 0, 0, 0, 1}

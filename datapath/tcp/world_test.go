@@ -128,7 +128,9 @@ func newWorld(t *testing.T, mtu int, setup func(h *tcp.Handler)) *world {
 	ip(t, "-n", w.ns, "neigh", "add", gw4.String(), "lladdr", mac, "dev", "tap0", "nud", "permanent")
 	ip(t, "-n", w.ns, "-6", "neigh", "add", gw6.String(), "lladdr", mac, "dev", "tap0", "nud", "permanent")
 
-	w.cfg = config.Config{Mode: config.ModePasta, MTU: mtu, OurMAC: config.DefaultMAC,
+	// NoSplice: these worlds test the tap path with connections from
+	// the host's loopback, which pasta would otherwise splice.
+	w.cfg = config.Config{Mode: config.ModePasta, MTU: mtu, OurMAC: config.DefaultMAC, NoSplice: true,
 		NoUDP: true, NoICMP: true, NoDHCP: true, NoNDP: true, NoDHCPv6: true, NoRA: true}
 	w.cfg.V4 = config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4}
 	w.cfg.V6 = config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6,

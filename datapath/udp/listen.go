@@ -3,6 +3,7 @@
 package udp
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -14,70 +15,71 @@ import (
 	"gopasst/datapath/logging"
 	"gopasst/datapath/loop"
 	"gopasst/datapath/nat"
+	"gopasst/datapath/procnet"
 	"gopasst/datapath/sys"
 )
 
 // listener is one listening socket of a forwarding rule.
 type listener struct {
-	fd     int
+	fd     int // -1: a free slot
 	spec   *fwd.Spec
 	rule   int    // index in spec.Rules
 	port   uint16 // the port it is bound to
 	v6     bool   // AF_INET6 socket (dual-stack or IPv6 only)
+	ns     bool   // in pasta's namespace (-U), else on the host (-u)
+	scan   bool   // opened by the port scan ("auto"), closed by it too
 	ifname string
 }
 
+// scanKey names the listener the port scan opened for one port of one
+// rule.
+type scanKey struct {
+	spec *fwd.Spec
+	rule int
+	port uint16
+}
+
+// errNoFDs: the descriptor budget or limit is exhausted.
+var errNoFDs = errors.New("out of file descriptors")
+
 // Listen opens and registers a listening socket for every port of spec's
-// UDP rules. Call it before the sandbox: listeners on ports below
-// ip_unprivileged_port_start need the privileges we have only then. Scan
-// ("auto") rules are skipped for now: their ports are opened by the auto
-// scan, which is not written yet.
+// UDP rules but the scan ("auto") ones, which SyncScan opens as ports
+// appear on the other side. Call it before the sandbox: listeners on ports
+// below ip_unprivileged_port_start need the privileges we have only then.
 //
 // A port that cannot be bound is fatal for a normal rule. For a weak rule
 // ("all", exclusions only) it is logged, and fatal only if none of the
-// rule's ports could be bound, as in the C original.
+// rule's ports could be bound, as in the C original. Running out of
+// descriptors is never fatal: the ports open so far stay forwarded, with
+// one warning.
 //
-// spec: the -u rules (kept by reference: the rules must not change while
-// the handler runs). Returns an error naming the first fatal failure.
-func (h *Handler) Listen(spec *fwd.Spec) error {
+// spec: the -u rules (ns false) or pasta's -U rules (ns true: listening in
+// the namespace, through NSDo), kept by reference: the rules must not
+// change while the handler runs. Returns an error naming the first fatal
+// failure.
+func (h *Handler) Listen(spec *fwd.Spec, ns bool) error {
 	if spec == nil {
 		return nil
 	}
 	bound := make([]int, len(spec.Rules))
 	failed := make([]bool, len(spec.Rules))
 	for l := range spec.Listeners() {
-		if l.Proto != fwd.UDP {
+		if l.Proto != fwd.UDP || l.Flags&fwd.Scan != 0 {
 			continue
 		}
-		if l.Flags&fwd.Scan != 0 {
-			continue
-		}
-		addr, v6, dual := l.Addr, l.Addr.Is6(), l.DualStack
+		opened, err := h.listen(spec, l, ns, false)
 		switch {
-		case dual && !h.cfg.V4.Enabled:
-			dual = false
-		case dual && !h.cfg.V6.Enabled:
-			addr, v6, dual = netip.IPv4Unspecified(), false, false
-		case !dual && v6 && !h.cfg.V6.Enabled, !dual && !v6 && !h.cfg.V4.Enabled:
-			continue
-		}
-		fd, err := h.openListener(addr, l.Port, v6, dual, l.IfName)
-		if err != nil {
-			if l.Flags&fwd.Weak != 0 {
-				failed[l.Rule] = true
-				logging.Warnf("UDP port %d: %v", l.Port, err)
-				continue
-			}
-			return fmt.Errorf("UDP port %d on %s: %w", l.Port, listenName(addr, dual), err)
-		}
-		k := len(h.listeners)
-		h.listeners = append(h.listeners, listener{
-			fd: fd, spec: spec, rule: l.Rule, port: l.Port, v6: v6, ifname: l.IfName,
-		})
-		if err := h.l.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindUDPListen, fd, uint32(k))); err != nil {
+		case errors.Is(err, errNoFDs):
+			h.warnFDs(err)
+			return nil
+		case err != nil && l.Flags&fwd.Weak != 0:
+			failed[l.Rule] = true
+			logging.Warnf("UDP port %d: %v", l.Port, err)
+		case err != nil:
 			return err
+		case opened:
+			bound[l.Rule]++
 		}
-		bound[l.Rule]++
 	}
 	for r := range spec.Rules {
 		if failed[r] && bound[r] == 0 {
@@ -85,6 +87,133 @@ func (h *Handler) Listen(spec *fwd.Spec) error {
 		}
 	}
 	return nil
+}
+
+// warnFDs says once that ports are left unforwarded for want of
+// descriptors.
+func (h *Handler) warnFDs(err error) {
+	if h.Budget != nil {
+		if h.Budget.Warned {
+			return
+		}
+		h.Budget.Warned = true
+	}
+	logging.Warnf("%v: the ports opened so far stay forwarded, the others are not (raise the limit: ulimit -n)", err)
+}
+
+// listen opens and registers the socket of listener l of spec, on the host
+// or in pasta's namespace (ns); scan marks it as the port scan's. Returns
+// whether a socket was opened (a family that is off is skipped) and an
+// error naming the port.
+func (h *Handler) listen(spec *fwd.Spec, l fwd.Listener, ns, scan bool) (bool, error) {
+	addr, dual, ok := l.Bind(h.cfg.V4.Enabled, h.cfg.V6.Enabled)
+	if !ok {
+		return false, nil
+	}
+	v6 := addr.Is6()
+	if !h.Budget.Take() {
+		return false, fmt.Errorf("UDP port %d: %w for more listeners", l.Port, errNoFDs)
+	}
+	fd, err := h.openListener(addr, l.Port, v6, dual, l.IfName, ns)
+	if err != nil {
+		h.Budget.Give()
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			return false, fmt.Errorf("UDP port %d: %v: %w", l.Port, err, errNoFDs)
+		}
+		return false, fmt.Errorf("UDP port %d on %s: %w", l.Port, listenName(addr, dual), err)
+	}
+	k := h.freeListener()
+	h.listeners[k] = listener{fd: fd, spec: spec, rule: l.Rule, port: l.Port, v6: v6, ns: ns, scan: scan, ifname: l.IfName}
+	if err := h.l.Add(fd, unix.EPOLLIN, loop.MakeRef(loop.KindUDPListen, fd, uint32(k))); err != nil {
+		h.closeListener(k)
+		return false, err
+	}
+	if scan {
+		h.scanned[scanKey{spec, l.Rule, l.Port}] = k
+	}
+	return true, nil
+}
+
+// freeListener returns the index of a free listener slot, growing the
+// table if none is free.
+func (h *Handler) freeListener() int {
+	if n := len(h.freeL); n > 0 {
+		k := h.freeL[n-1]
+		h.freeL = h.freeL[:n-1]
+		return k
+	}
+	h.listeners = append(h.listeners, listener{fd: -1})
+	return len(h.listeners) - 1
+}
+
+// closeListener closes listener k and frees its slot; the flows it made
+// have their own sockets and go on.
+func (h *Handler) closeListener(k int) {
+	ln := &h.listeners[k]
+	if ln.fd < 0 {
+		return
+	}
+	unix.Close(ln.fd)
+	h.Budget.Give()
+	if ln.scan {
+		delete(h.scanned, scanKey{ln.spec, ln.rule, ln.port})
+	}
+	*ln = listener{fd: -1}
+	h.freeL = append(h.freeL, k)
+}
+
+// SyncScan makes the listeners of spec's scan ("auto") rules follow want,
+// the ports bound on the other side (see tcp.Handler.SyncScan).
+//
+// spec: the rules (-u: ns false, -U: ns true); want: the ports to forward,
+// without those we listen on ourselves on the other side.
+func (h *Handler) SyncScan(spec *fwd.Spec, ns bool, want *procnet.Ports) {
+	for r := range spec.Rules {
+		rule := &spec.Rules[r]
+		if rule.Flags&fwd.Scan == 0 {
+			continue
+		}
+		for p := int(rule.First); p <= int(rule.Last); p++ {
+			port := uint16(p)
+			k, open := h.scanned[scanKey{spec, r, port}]
+			switch wanted := want.Has(port); {
+			case wanted && !open:
+				l := fwd.Listener{Rule: r, Proto: rule.Proto, Addr: rule.Addr, IfName: rule.IfName,
+					Port: port, DualStack: rule.DualStack(), Flags: rule.Flags}
+				if _, err := h.listen(spec, l, ns, true); err != nil {
+					if errors.Is(err, errNoFDs) {
+						h.warnFDs(err)
+						return
+					}
+					logging.Debugf("auto: %v", err)
+				} else {
+					logging.Debugf("auto: listening on UDP port %d (%s)", port, sideName(ns))
+				}
+			case !wanted && open:
+				h.closeListener(k)
+				logging.Debugf("auto: closed UDP port %d (%s)", port, sideName(ns))
+			}
+		}
+	}
+}
+
+// sideName names where a listener is, for logs.
+func sideName(ns bool) string {
+	if ns {
+		return "namespace"
+	}
+	return "host"
+}
+
+// Listening adds to p the ports of our listeners in pasta's namespace (ns)
+// or on the host, which the port scan of that side must not take for the
+// far side's.
+func (h *Handler) Listening(ns bool, p *procnet.Ports) {
+	for k := range h.listeners {
+		if ln := &h.listeners[k]; ln.fd >= 0 && ln.ns == ns {
+			p.Add(ln.port)
+		}
+	}
 }
 
 // listenName formats a listening address for error messages.
@@ -99,9 +228,10 @@ func listenName(a netip.Addr, dual bool) string {
 // local address a datagram reached, needed for the reply socket).
 //
 // addr, port: where to bind; v6: AF_INET6; dual: take IPv4 too; ifname:
-// device to bind to, "" for none. Returns the descriptor or an error.
-func (h *Handler) openListener(addr netip.Addr, port uint16, v6, dual bool, ifname string) (int, error) {
-	fd, err := newSocket(v6, dual, &h.bufForce)
+// device to bind to, "" for none; ns: in pasta's namespace. Returns the
+// descriptor or an error.
+func (h *Handler) openListener(addr netip.Addr, port uint16, v6, dual bool, ifname string, ns bool) (int, error) {
+	fd, err := h.newSocket(v6, dual, ns)
 	if err != nil {
 		return -1, err
 	}
@@ -141,7 +271,7 @@ func (h *Handler) openListener(addr netip.Addr, port uint16, v6, dual bool, ifna
 // listenEvent handles readiness of a listener.
 func (h *Handler) listenEvent(r loop.Ref, events uint32) {
 	k := int(r.Index())
-	if k >= len(h.listeners) || h.listeners[k].fd != r.FD() {
+	if k >= len(h.listeners) || h.listeners[k].fd != r.FD() || h.listeners[k].fd < 0 {
 		return
 	}
 	ln := &h.listeners[k]
@@ -155,7 +285,11 @@ func (h *Handler) listenEvent(r loop.Ref, events uint32) {
 		}
 	}
 	if events&unix.EPOLLIN != 0 {
-		h.readListener(ln)
+		if ln.ns {
+			h.readSpliceListener(ln)
+		} else {
+			h.readListener(ln)
+		}
 	}
 }
 
@@ -204,6 +338,12 @@ func (h *Handler) readListener(ln *listener) {
 			local, err := parsePktinfo(h.ctrl[j*ctrlLen : j*ctrlLen+cl])
 			if err != nil {
 				h.Stats.ToGuestDropped++
+				continue
+			}
+			rule := &ln.spec.Rules[ln.rule]
+			if nat.Splices(h.cfg, peer, &nat.Rule{To: rule.Target(ln.port), TAddr: rule.TAddr}) {
+				// Host loopback: the loopback path, no frame.
+				h.spliceInbound(ln, peer, pport, local, h.frames[j][hdr:hdr+dl])
 				continue
 			}
 			ep := h.inbound(ln, peer, pport, sockaddrScope(name), local)
@@ -271,7 +411,7 @@ func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uin
 	}
 	// The reply socket: exactly the local address and port the peer
 	// reached, so that the peer sees our answers come from there.
-	fd, err := h.openFlowSocket(v6, local, ln.port, ln.ifname, peer, pport, scope, false)
+	fd, err := h.openFlowSocket(v6, local, ln.port, ln.ifname, peer, pport, scope, false, false)
 	if err != nil {
 		h.ft.Free(i)
 		h.Stats.FlowFailures++

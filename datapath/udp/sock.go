@@ -130,3 +130,23 @@ func scopeID(a netip.Addr, templateIx int) uint32 {
 	}
 	return 0
 }
+
+// newSocket is newSocket (the function) made in pasta's namespace when ns
+// is set, on the namespace worker's thread through NSDo: a socket belongs
+// to the namespace of the thread that creates it, wherever it is used
+// afterwards.
+func (h *Handler) newSocket(v6, dual, ns bool) (int, error) {
+	if !ns {
+		return newSocket(v6, dual, &h.bufForce)
+	}
+	if h.NSDo == nil {
+		return -1, errors.New("no namespace to make the socket in")
+	}
+	fd := -1
+	err := h.NSDo(func() error {
+		var err error
+		fd, err = newSocket(v6, dual, &h.bufForce)
+		return err
+	})
+	return fd, err
+}

@@ -15,6 +15,7 @@ import (
 	"gopasst/batch"
 	"gopasst/datapath/config"
 	"gopasst/datapath/flow"
+	"gopasst/datapath/fwd"
 	"gopasst/datapath/guest"
 	"gopasst/datapath/header"
 	"gopasst/datapath/logging"
@@ -104,6 +105,10 @@ type Stats struct {
 	ToGuestGSO                uint64 // frames that carried several of them (GSO_UDP_L4)
 	ICMPErrors                uint64 // ICMP errors relayed to the guest
 	BadErrQueue               uint64 // unparsable error queue messages
+
+	// The loopback path (pasta): flows, datagrams moved, dropped.
+	SplicesCreated, SplicesClosed uint64
+	Spliced, SpliceDropped        uint64
 }
 
 // Handler is the UDP translator. Everything runs on the loop's thread.
@@ -137,7 +142,22 @@ type Handler struct {
 	stage   *stage      // flow sockets, coalescing into GSO frames; nil without GSO
 
 	listeners []listener
-	groupEP   endpoints // endpoints of a broadcast/multicast datagram (no flow)
+	freeL     []int           // free slots of listeners
+	scanned   map[scanKey]int // listeners the port scan opened, by rule and port
+	groupEP   endpoints       // endpoints of a broadcast/multicast datagram (no flow)
+
+	// The loopback path (splice.go): flows between two sockets, no
+	// frames; made at the first of them.
+	splices []spliceFlow
+	sactive []flow.Index
+	sp      *spliceBufs
+
+	// Set by the engine before Listen (pasta): NSDo runs a function on
+	// a thread in pasta's namespace (netns.NS.Do), for the sockets made
+	// there; Budget limits the descriptors listeners take (nil: no
+	// limit).
+	NSDo   func(func() error) error
+	Budget *fwd.Budget
 
 	Stats Stats
 }
@@ -165,6 +185,7 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		lrecv:    batch.NewMsgs(recvBatch, 1),
 		ctrl:     make([]byte, recvBatch*ctrlLen),
 		frames:   make([][]byte, recvBatch),
+		scanned:  make(map[scanKey]int),
 	}
 	if o := out.Offloads(); o.Csum || o.USO {
 		h.csumOff = true
@@ -181,6 +202,7 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 	h.streamTimeout = int64(readTimeout("/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream", defaultStreamTimeout))
 	l.Handle(loop.KindUDP, h.sockEvent)
 	l.Handle(loop.KindUDPListen, h.listenEvent)
+	l.Handle(loop.KindUDPSplice, h.spliceEvent)
 	l.Every(time.Second, h.tick)
 	return h, nil
 }
@@ -387,7 +409,7 @@ func (h *Handler) newFlow(p *packet.Packet, key *flow.Key) (flow.Index, error) {
 	if err != nil {
 		return flow.None, err
 	}
-	fd, err := h.openFlowSocket(p.V6, local, p.SrcPort, ifname, dst, p.DstPort, scope, true)
+	fd, err := h.openFlowSocket(p.V6, local, p.SrcPort, ifname, dst, p.DstPort, scope, true, false)
 	if err != nil {
 		h.ft.Free(i)
 		return flow.None, err
@@ -412,10 +434,11 @@ func (h *Handler) newFlow(p *packet.Packet, key *flow.Key) (flow.Index, error) {
 //
 // v6: family; local, port: where to bind; ifname: device to bind to ("" for
 // none); dst, dport, scope: the peer; anyPort: fall back to an ephemeral
-// port if port cannot be bound. Returns the descriptor or an error.
+// port if port cannot be bound; ns: make it in pasta's namespace. Returns
+// the descriptor or an error.
 func (h *Handler) openFlowSocket(v6 bool, local netip.Addr, port uint16, ifname string,
-	dst netip.Addr, dport uint16, scope uint32, anyPort bool) (int, error) {
-	fd, err := newSocket(v6, false, &h.bufForce)
+	dst netip.Addr, dport uint16, scope uint32, anyPort, ns bool) (int, error) {
+	fd, err := h.newSocket(v6, false, ns)
 	if err != nil {
 		return -1, err
 	}
@@ -487,6 +510,7 @@ func (h *Handler) close(i flow.Index) {
 //
 // now: the loop time.
 func (h *Handler) tick(now int64) {
+	h.tickSplices(now)
 	// Backwards: close moves the last active flow into the hole, and that
 	// one has been looked at already.
 	for k := len(h.active) - 1; k >= 0; k-- {
@@ -513,10 +537,10 @@ func (h *Handler) Close() {
 	for len(h.active) > 0 {
 		h.close(h.active[len(h.active)-1])
 	}
+	for len(h.sactive) > 0 {
+		h.closeSplice(h.sactive[len(h.sactive)-1])
+	}
 	for k := range h.listeners {
-		if h.listeners[k].fd >= 0 {
-			unix.Close(h.listeners[k].fd)
-			h.listeners[k].fd = -1
-		}
+		h.closeListener(k)
 	}
 }

@@ -217,7 +217,7 @@ func TestInbound(t *testing.T) {
 			r := newRig(t, 64, true)
 			port := freePort(t, lo6)
 			spec := &fwd.Spec{Proto: fwd.UDP, Rules: []fwd.Rule{{Proto: fwd.UDP, First: port, Last: port, To: 5353}}}
-			if err := r.h.Listen(spec); err != nil {
+			if err := r.h.Listen(spec, false); err != nil {
 				t.Fatal(err)
 			}
 			client := listenUDP(t, fam.loopback, 0)
@@ -256,11 +256,11 @@ func TestListenBusy(t *testing.T) {
 	busy := listenUDP(t, lo4, 0)
 	spec := &fwd.Spec{Proto: fwd.UDP, Rules: []fwd.Rule{{Proto: fwd.UDP,
 		Addr: netip.IPv4Unspecified(), First: busy.port, Last: busy.port, To: busy.port}}}
-	if err := r.h.Listen(spec); err == nil {
+	if err := r.h.Listen(spec, false); err == nil {
 		t.Fatal("binding a busy port succeeded")
 	}
 	spec.Rules[0].Flags = fwd.Weak
-	if err := r.h.Listen(spec); err == nil {
+	if err := r.h.Listen(spec, false); err == nil {
 		t.Fatal("a weak rule with no port bound succeeded")
 	}
 	free := freePort(t, lo4)
@@ -269,7 +269,7 @@ func TestListenBusy(t *testing.T) {
 	spec.Rules[0].Last = spec.Rules[0].First
 	weak := &fwd.Spec{Proto: fwd.UDP, Rules: []fwd.Rule{{Proto: fwd.UDP, Addr: netip.IPv4Unspecified(),
 		First: min(busy.port, free), Last: max(busy.port, free), To: min(busy.port, free), Flags: fwd.Weak}}}
-	if err := r.h.Listen(weak); err != nil {
+	if err := r.h.Listen(weak, false); err != nil {
 		t.Fatalf("weak rule with some ports bound: %v", err)
 	}
 }
@@ -383,7 +383,7 @@ func TestInboundSpecific(t *testing.T) {
 	r := newRig(t, 64, true)
 	port := freePort(t, lo4)
 	spec := &fwd.Spec{Proto: fwd.UDP, Rules: []fwd.Rule{{Proto: fwd.UDP, Addr: lo4, First: port, Last: port, To: port}}}
-	if err := r.h.Listen(spec); err != nil {
+	if err := r.h.Listen(spec, false); err != nil {
 		t.Fatal(err)
 	}
 	// Different ports: both peers look like the gateway to the guest, so
