@@ -30,7 +30,6 @@ var notImplemented = map[string]bool{
 	"print-capabilities": true, // only meaningful for vhost-user
 	"stats":              true, // event statistics
 	"conf-path":          true, // -c: run-time configuration socket (pesto)
-	"splice-only":        true, // pasta without tap
 }
 
 // Limits on option values, as the C original's buffers impose them.

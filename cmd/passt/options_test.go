@@ -391,7 +391,6 @@ func TestParseErrors(t *testing.T) {
 		{config.ModePasta, []string{"99999999999"}, "pasta: invalid PID 99999999999"},
 		{config.ModePasta, []string{"--no-copy-addrs"}, "pasta: --no-copy-addrs needs --config-net"},
 		{config.ModePasta, []string{"-T", "127.0.0.1/80"}, `pasta: -T: invalid value "127.0.0.1/80": listening address not allowed here`},
-		{config.ModePasta, []string{"--splice-only"}, "pasta: --splice-only: not implemented yet"},
 	}
 	for _, tt := range tests {
 		c, err := parseArgs(tt.mode, tt.args)

@@ -239,6 +239,11 @@ func setupPasta(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engin
 		var fd int
 		var name string
 		var err error
+		if cfg.SpliceOnly {
+			// No tap: loopback forwarding only.
+			res, err = netconf.Apply(cfg, host, "")
+			return err
+		}
 		if cfg.FD >= 0 {
 			// -F: a tap device opened for us, in the namespace we
 			// attached to. The loop needs it non-blocking.
@@ -266,8 +271,14 @@ func setupPasta(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engin
 		cfg.V6.Enabled = false
 	}
 	cfg.GuestMAC = res.MAC
-	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, NSDo: ns.Do, Announce: cfg.ConfigNet}
-	e, err := engine.New(cfg, tap.NewDevice(tapFD, engine.QueueLen, capture), o)
+	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, NSDo: ns.Do, Announce: cfg.ConfigNet && !cfg.SpliceOnly}
+	var be tap.Backend
+	if cfg.SpliceOnly {
+		be = tap.NewNull()
+	} else {
+		be = tap.NewDevice(tapFD, engine.QueueLen, capture)
+	}
+	e, err := engine.New(cfg, be, o)
 	if err != nil {
 		return nil, nil, err
 	}

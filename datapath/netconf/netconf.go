@@ -262,7 +262,7 @@ func Apply(cfg *config.Config, host *HostState, tapName string) (*Result, error)
 // ApplyHandle does what Apply does through h, a route netlink handle opened
 // inside the target namespace (it may be used from any thread).
 //
-// Always: lo up, the tap's transmit queue set to TxQueueLen, its MAC set to
+// Always: lo up (and only that with tapName "": --splice-only), the tap's transmit queue set to TxQueueLen, its MAC set to
 // --ns-mac-addr or read. With --config-net: MTU (if non-zero), link up
 // (with IFF_NOARP while IPv6 link-local addresses are made NODAD, see
 // doc.go), then per enabled family the addresses (copied or the single
@@ -281,6 +281,11 @@ func ApplyHandle(h *netlink.Handle, cfg *config.Config, host *HostState, tapName
 		return nil, fmt.Errorf("set lo up: %w", err)
 	}
 
+	if tapName == "" {
+		// --splice-only: no tap, only the loopback the spliced
+		// connections reach.
+		return res, nil
+	}
 	tap, err := h.LinkByName(tapName)
 	if err != nil {
 		return nil, fmt.Errorf("find tap %s: %w", tapName, err)
