@@ -31,6 +31,7 @@ type config struct {
 	bin    string // the translator's binary
 	family string // configurations that share a probe verdict
 	tags   []string
+	args   []string // more options for the translator (the accelerated splice path's)
 }
 
 // name returns a short description for notes and logs.
@@ -62,6 +63,7 @@ type avail struct {
 	pastaPeer, passtPeer, slirp string   // Debian's pasta and passt, slirp4netns
 	oursPasta, oursPasst        string   // the run's copies of gopasst's binaries
 	extraPasta, extraPasst      []string // -pasta and -passt builds
+	accel                       []string // gopasst pasta's options for its accelerated splice path (-accel)
 }
 
 // catalog returns every configuration p and av allow, unfiltered, in the
@@ -125,6 +127,14 @@ func catalog(p profile, av avail) []config {
 		}
 		add(config{label: "gopasst pasta", role: report.RoleOurs, mode: "pasta", path: "splice", kind: "pasta",
 			bin: av.oursPasta, family: "gopasst-splice", tags: []string{"gopasst", "gopasst-splice", "ours", "splice"}})
+		// The in-kernel accelerator of the splice path (issue 12's
+		// sockmap), a column of its own beside plain splice when -accel
+		// names the options that turn it on.
+		if len(av.accel) > 0 {
+			add(config{label: labelAccel, role: report.RoleOurs, mode: "pasta", path: "splice", kind: "pasta",
+				bin: av.oursPasta, family: "gopasst-accel", args: av.accel,
+				tags: []string{"gopasst", "gopasst-accel", "accel", "ours", "splice"}})
+		}
 	}
 	if av.oursPasst != "" {
 		for _, m := range p.tapMTUs {
@@ -137,6 +147,9 @@ func catalog(p profile, av avail) []config {
 
 // labelCeiling is the stream ceiling's label in the tables.
 const labelCeiling = "stream ceiling"
+
+// labelAccel is the label of gopasst's accelerated splice path.
+const labelAccel = "gopasst pasta, accelerated"
 
 // needsPeer reports whether configuration c runs test/streampeer (passt's
 // guest, or both ends of the ceiling's link).
@@ -179,6 +192,7 @@ func (e *env) configs() []config {
 		e.note("slirp4netns: not installed (test/setup installs it): column left out")
 	}
 	av.extraPasta, av.extraPasst = e.opts.ExtraPasta, e.opts.ExtraPasst
+	av.accel = e.opts.AccelArgs
 	if ours, err := e.snapshotOurs(); err != nil {
 		e.note(fmt.Sprintf("gopasst pasta and passt: %v: columns left out", err))
 	} else {
@@ -392,7 +406,8 @@ func (e *env) setupPasta(ctx context.Context, in *instance) error {
 		toHost = portList(hostPortIperf, hostPortRR, hostPortCtl)
 	}
 	args := []string{in.cfg.bin, "--config-net", "-f", "-I", "tap0", "--mtu", strconv.Itoa(mtu),
-		"-t", toNS, "-u", toNS, "-T", toHost, "-U", toHost, "--runas", "0", strconv.Itoa(ns.pid())}
+		"-t", toNS, "-u", toNS, "-T", toHost, "-U", toHost, "--runas", "0"}
+	args = append(append(args, in.cfg.args...), strconv.Itoa(ns.pid()))
 	tr, err := e.procs.start(in.cfg.label, e.pin(e.cpuTranslator, args))
 	if err != nil {
 		return errNotWorking{err.Error()}
@@ -694,18 +709,22 @@ func (e *env) startServer(name string, prefix, args []string, port int) (*proc, 
 
 // probe checks, bounded in time, that a namespace client reaches the host
 // side through the translator: one tcp_rr transaction to the host's rr
-// server with a 2 s timeout. On the splice path it also checks that the
-// tap did not carry the probe.
+// server with a 2 s timeout, an answer from the far end and not only a
+// connection the translator accepted. With neper, whose servers are per
+// test, a bench/rr server answers the probe on the same port and goes
+// again. On the splice path it also checks that the tap did not carry the
+// probe.
 func (e *env) probe(ctx context.Context, in *instance) error {
+	if e.neper != "" {
+		srv, err := e.startServer("probe rr", nil, append(append([]string{}, e.rrCmd...), "-P", strconv.Itoa(hostPortRR)), hostPortRR)
+		if err != nil {
+			return err
+		}
+		defer e.procs.stop(srv, time.Second)
+	}
 	before := in.ns.tapBytes(in.ifname)
 	args := append(append(append([]string{}, in.nsPrefix()...), e.rrCmd...),
 		"-c", "-H", in.hostTarget[0], "-P", strconv.Itoa(hostPortRR), "-n", "1", "-l", "0", "-timeout", "2s")
-	if e.neper != "" {
-		// neper's servers are per test: probe the iperf3 server's port
-		// with a plain connection instead.
-		args = append(append([]string{}, in.nsPrefix()...), "bash", "-c",
-			fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", in.hostTarget[0], hostPortIperf))
-	}
 	var err error
 	for try := 0; try < 3; try++ { // a refused first connection may be a late listener
 		if _, _, err = run(ctx, 4*time.Second, args); err == nil || ctx.Err() != nil {

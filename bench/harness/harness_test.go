@@ -54,10 +54,19 @@ func TestTestSelected(t *testing.T) {
 
 func TestProfileTestsLargestMTU(t *testing.T) {
 	e := &env{prof: profiles["full"]}
-	small := e.tests(config{}, false)
-	large := e.tests(config{}, true)
-	if len(large) != len(allTests) {
-		t.Errorf("largest MTU: %d tests, want %d", len(large), len(allTests))
+	small := e.tests(config{path: "tap"}, false)
+	large := e.tests(config{path: "tap"}, true)
+	splice := e.tests(config{path: "splice"}, true)
+	if len(splice) != len(allTests) {
+		t.Errorf("splice path: %d tests, want %d", len(splice), len(allTests))
+	}
+	if len(large) != len(allTests)-1 {
+		t.Errorf("largest MTU: %d tests, want %d (all but udp6-in, the splice path's)", len(large), len(allTests)-1)
+	}
+	for _, s := range large {
+		if s.row == "udp6-in" {
+			t.Error("udp6-in on the tap path")
+		}
 	}
 	for _, s := range small {
 		if s.kind == "rr" {
@@ -65,7 +74,7 @@ func TestProfileTestsLargestMTU(t *testing.T) {
 		}
 	}
 	q := &env{prof: profiles["quick"], opts: Options{Tests: []string{"tcp"}}}
-	got := q.tests(config{}, true)
+	got := q.tests(config{path: "splice"}, true)
 	if len(got) != 2 || got[0].row != "tcp4-out" || got[1].row != "tcp4-in" {
 		t.Errorf("quick -tests tcp: %+v", got)
 	}
@@ -78,6 +87,49 @@ func TestUDPLen(t *testing.T) {
 		if got := udpLen(c.mtu, c.fam); got != c.want {
 			t.Errorf("udpLen(%d, %d) = %d, want %d", c.mtu, c.fam, got, c.want)
 		}
+	}
+	// The loopback path's flood is of 1400-byte datagrams, both families.
+	for _, fam := range []int{4, 6} {
+		if got := udpLenFor(config{path: "splice"}, fam); got != 1400 {
+			t.Errorf("splice path, IPv%d: %d bytes, want 1400", fam, got)
+		}
+		if got := udpLenFor(config{path: "tap", mtu: 1500}, fam); got != udpLen(1500, fam) {
+			t.Errorf("tap path, IPv%d: %d bytes", fam, got)
+		}
+	}
+}
+
+func TestCheckSpliced(t *testing.T) {
+	ok := []report.Sample{{Row: "tcp4-out", Value: 12}, {Row: "cpu-tcp4-out", Value: 0.4}}
+	if !checkSpliced(ok, 1200, "tap0") || ok[0].Err != "" || ok[0].Value != 12 || ok[1].Extra["tap_bytes"] != 1200 {
+		t.Errorf("a few neighbour frames: %+v", ok)
+	}
+	bad := []report.Sample{{Row: "tcp4-out", Value: 12}, {Row: "udp4-out", Err: "timed out"}}
+	if checkSpliced(bad, 5<<20, "tap0") || bad[0].Value != 0 || !strings.Contains(bad[0].Err, "crossed the tap") ||
+		bad[1].Err != "timed out" {
+		t.Errorf("5 MiB over the tap: %+v", bad)
+	}
+}
+
+func TestNeperDir(t *testing.T) {
+	dir := t.TempDir()
+	for _, b := range []string{"tcp_rr", "tcp_crr"} {
+		if err := os.WriteFile(dir+"/"+b, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := neperDir(dir); got != "" {
+		t.Errorf("udp_rr missing: %q, want none", got)
+	}
+	if err := os.WriteFile(dir+"/udp_rr", []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := neperDir(dir); got != dir {
+		t.Errorf("neperDir: %q, want %q", got, dir)
+	}
+	t.Setenv("PATH", dir)
+	if got := neperDir(""); got != dir {
+		t.Errorf("from PATH: %q, want %q", got, dir)
 	}
 }
 
@@ -210,6 +262,23 @@ func TestCatalogPasst(t *testing.T) {
 	}
 	if byLabel["veth"][0].needsPeer() || byLabel["gopasst pasta"][0].needsPeer() || !byLabel["stream ceiling"][0].needsPeer() {
 		t.Error("needsPeer")
+	}
+	// The accelerated splice path: a column only with -accel's options.
+	if _, ok := byLabel[labelAccel]; ok {
+		t.Errorf("%s without -accel", labelAccel)
+	}
+	av := testAvail
+	av.accel = []string{"--splice-accel"}
+	var accel []config
+	for _, c := range catalog(profiles["full"], av) {
+		if c.label == labelAccel {
+			accel = append(accel, c)
+		}
+	}
+	if len(accel) != 1 || accel[0].path != "splice" || accel[0].role != report.RoleOurs ||
+		strings.Join(accel[0].args, " ") != "--splice-accel" || !accel[0].selected([]string{"gopasst-accel"}) ||
+		accel[0].selected([]string{"gopasst-splice"}) {
+		t.Errorf("accelerated column: %+v", accel)
 	}
 	// Without Debian's passt or gopasst's build, their columns go.
 	none := catalog(profiles["quick"], avail{})

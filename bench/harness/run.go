@@ -66,6 +66,8 @@ type Options struct {
 	OutDir     string        // results directory
 	Command    string        // the command line, for the record
 	Setup      bool          // run test/setup when tools are missing
+	Neper      string        // directory of neper's tcp_rr, tcp_crr, udp_rr ("": look on PATH)
+	AccelArgs  []string      // gopasst pasta's options for its accelerated splice path (nil: no such column)
 	RRCommand  []string      // how to run the rr tool (set by Run)
 }
 
@@ -208,7 +210,7 @@ type env struct {
 	procs     procs
 	log       io.Writer
 	rrCmd     []string
-	neper     string // neper's tcp_rr path, "" when not installed
+	neper     string // the directory of neper's tcp_rr, tcp_crr and udp_rr, "" when absent
 	sockDir   string
 	timedOut  map[string]string // configuration (with MTU) and row: the time-out seen
 	oursPasta string            // the run's copy of gopasst's pasta
@@ -265,9 +267,7 @@ func inner(o Options) int {
 		// alternate: each waits for the other's data).
 		e.cpuClient, e.cpuServer, e.cpuTranslator = 0, 1, 1
 	}
-	if p, ok := lookPath("tcp_rr"); ok {
-		e.neper = p
-	}
+	e.neper = neperDir(o.Neper)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sig := make(chan os.Signal, 2)
@@ -380,6 +380,25 @@ func (e *env) matrix(ctx context.Context) []report.Sample {
 	return samples
 }
 
+// neperDir returns the directory holding neper's three RR programs: dir
+// when given (-neper), else the directory of tcp_rr on PATH; "" when one
+// of tcp_rr, tcp_crr and udp_rr is missing there (bench/rr serves then).
+func neperDir(dir string) string {
+	if dir == "" {
+		p, ok := lookPath("tcp_rr")
+		if !ok {
+			return ""
+		}
+		dir = filepath.Dir(p)
+	}
+	for _, b := range []string{"tcp_rr", "tcp_crr", "udp_rr"} {
+		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
+			return ""
+		}
+	}
+	return dir
+}
+
 // loadavg returns the first three fields of /proc/loadavg.
 func loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -449,6 +468,9 @@ func (e *env) meta(start time.Time, load0 string) report.Meta {
 	if e.oursPasta != "" {
 		m.Tools["gopasst pasta"] = firstLine(e.oursPasta, "--version") + " (copied from " + e.opts.Bin + " at the start of the run)"
 	}
+	if e.oursPasta != "" && len(e.opts.AccelArgs) > 0 {
+		m.Tools[labelAccel] = "gopasst pasta with " + strings.Join(e.opts.AccelArgs, " ") + " on the splice path"
+	}
 	if e.peerBin != "" {
 		if p, ok := lookPath("passt"); ok {
 			m.Tools["Debian passt"] = p + ": " + firstLine("dpkg-query", "-W", "-f", "${Package} ${Version}", "passt")
@@ -459,16 +481,16 @@ func (e *env) meta(start time.Time, load0 string) report.Meta {
 		m.Tools["passt's guest"] = "test/streampeer, built from " + e.opts.Bin + " at the start of the run"
 	}
 	if e.neper != "" {
-		m.Tools["request/response"] = "neper (" + e.neper + ")"
+		m.Tools["request/response"] = "neper " + firstLine(filepath.Join(e.neper, "tcp_rr"), "--version") + " (" + e.neper + ")"
 	} else {
 		m.Tools["request/response"] = "bench/rr (neper's tcp_rr, tcp_crr, udp_rr definitions; neper is not installed)"
 	}
 	m.Method = []string{
 		fmt.Sprintf("TCP: iperf3 -t %d -Z -P %d (the C original's window sizes: -w 512K/1M/8M by MTU from the namespace, -w 4M -l 1M on loopback); receiver's throughput", e.prof.tcpSecs, e.prof.streams),
-		fmt.Sprintf("UDP: iperf3 -u -t %d, datagrams of MTU - 28 bytes (IPv4) or - 48 (IPv6), -b 0 (flood) and -b 1G; receiver's throughput and loss", e.prof.udpSecs),
+		fmt.Sprintf("UDP: iperf3 -u -t %d, datagrams of MTU - 28 bytes (IPv4) or - 48 (IPv6), on the splice path %d bytes, -b 0 (flood) and -b 1G; receiver's throughput and loss", e.prof.udpSecs, spliceUDPLen),
 		fmt.Sprintf("RR: %v per test, 1-byte request and response, one flow; latency = 1e6 / transactions per second; measured at each configuration's largest MTU, as the C original; so are host-to-namespace IPv6 TCP and UDP throughput", e.prof.rrLen),
 		"Translator CPU: utime+stime of the translator and its child processes over the iperf3 run, per GB received; peak RSS: the sum of their VmHWM",
-		"Outer namespace: 198.18.0.2/24 and 2001:db8:9a55::2/64 on a veth pair, default routes to 198.18.0.1 and 2001:db8:9a55::1 (nothing answers); pasta's tap path: namespace to the gateway address (mapped to the host's loopback), host to its own 198.18.0.2; splice path: 127.0.0.1 on both sides",
+		"Outer namespace: 198.18.0.2/24 and 2001:db8:9a55::2/64 on a veth pair, default routes to 198.18.0.1 and 2001:db8:9a55::1 (nothing answers); pasta's tap path: namespace to the gateway address (mapped to the host's loopback), host to its own 198.18.0.2; splice path: 127.0.0.1 and ::1 on both sides (-t/-u and -T/-U), every test's bytes on the namespace's tap counted (above 64 KiB: not spliced, the figure is an error)",
 	}
 	if e.peerBin != "" {
 		m.Method = append(m.Method,

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,9 @@ type testSpec struct {
 	// original measures latency, and host-to-namespace throughput over the
 	// tap, once per table (it keeps the full matrix within 15 minutes).
 	largestOnly bool
+	// path: only on that path ("": every path), for rows that only one
+	// table has.
+	path string
 }
 
 // tags returns the words -tests matches against.
@@ -73,6 +77,7 @@ var allTests = []testSpec{
 	{row: "udp6-out", kind: "udp", family: 6, out: true, rate: "0"},
 	{row: "udp4-out", kind: "udp", family: 4, out: true, rate: "0"},
 	{row: "udp4-in", kind: "udp", family: 4, rate: "0", largestOnly: true},
+	{row: "udp6-in", kind: "udp", family: 6, rate: "0", largestOnly: true, path: "splice"},
 	{row: "udp4-out-1g", kind: "udp", family: 4, out: true, rate: "1G", lossRow: "udp4-out-1g-loss"},
 	{row: "tcprr4-out", kind: "rr", family: 4, out: true, rr: "tcp_rr", largestOnly: true},
 	{row: "tcprr4-in", kind: "rr", family: 4, rr: "tcp_rr", largestOnly: true},
@@ -128,9 +133,27 @@ func (e *env) tests(c config, largest bool) []testSpec {
 		if t.largestOnly && !largest {
 			continue
 		}
+		if t.path != "" && t.path != c.path {
+			continue
+		}
 		out = append(out, t)
 	}
 	return out
+}
+
+// spliceUDPLen is the datagram length of the UDP tests on the loopback
+// path (issue 12's local flood: 1400 bytes, a datagram the size of the
+// ones a service sends over a 1500-byte link, so that the test counts the
+// translator's per-datagram work rather than the loopback's 64 KiB copies).
+const spliceUDPLen = 1400
+
+// udpLenFor returns the iperf3 datagram length of a UDP test of family on
+// configuration c: spliceUDPLen on the loopback path, else udpLen.
+func udpLenFor(c config, family int) int {
+	if c.path == "splice" {
+		return spliceUDPLen
+	}
+	return udpLen(c.mtu, family)
 }
 
 // udpLen returns the iperf3 datagram length that fills one packet of mtu:
@@ -191,9 +214,54 @@ func (e *env) sides(in *instance, t testSpec) (prefix []string, target string, n
 	return nil, in.nsTarget[i], true
 }
 
+// tapLimit is the most a test on the splice path may move over the
+// namespace's tap (both directions, bytes) and still count as spliced: the
+// neighbour and router traffic of a few seconds stays far below it, one
+// second of TCP_RR over the tap (about 100 bytes a transaction) or any
+// throughput test far above.
+const tapLimit = 64 << 10
+
 // runTest runs test t on instance in and returns its samples: the figure,
-// or an error sample when the test failed.
+// or an error sample when the test failed. On the splice path it counts
+// the bytes the namespace's tap carried meanwhile (extra "tap_bytes"): a
+// test whose traffic to 127.0.0.1 or ::1 crossed the tap (tapLimit) did not
+// measure the splice path, and its figures become errors saying so.
 func (e *env) runTest(ctx context.Context, rep int, in *instance, t testSpec) []report.Sample {
+	if in.cfg.path != "splice" || in.ns == nil {
+		return e.measure(ctx, rep, in, t)
+	}
+	before := in.ns.tapBytes(in.ifname)
+	out := e.measure(ctx, rep, in, t)
+	after := in.ns.tapBytes(in.ifname)
+	if before < 0 || after < 0 {
+		return out
+	}
+	if d := after - before; !checkSpliced(out, d, in.ifname) {
+		e.logf("  %s %s: %d bytes crossed %s: not the splice path", in.cfg.name(), t.row, d, in.ifname)
+	}
+	return out
+}
+
+// checkSpliced records d, the bytes the tap ifname carried during a test
+// on the splice path, in each of the test's samples (extra "tap_bytes"),
+// and reports whether the test stayed off the tap (d within tapLimit);
+// when it did not, its figures become errors saying so.
+func checkSpliced(out []report.Sample, d int64, ifname string) bool {
+	for i := range out {
+		if out[i].Extra == nil {
+			out[i].Extra = map[string]float64{}
+		}
+		out[i].Extra["tap_bytes"] = float64(d)
+		if d > tapLimit && out[i].Err == "" {
+			out[i].Err = fmt.Sprintf("crossed the tap (%d bytes on %s): not the splice path", d, ifname)
+			out[i].Value = 0
+		}
+	}
+	return d <= tapLimit
+}
+
+// measure runs test t on instance in and returns its samples (see runTest).
+func (e *env) measure(ctx context.Context, rep int, in *instance, t testSpec) []report.Sample {
 	prefix, target, nsServer := e.sides(in, t)
 	if target == "" {
 		e.note(fmt.Sprintf("%s: no IPv%d path to the host's loopback: its IPv%d rows are left empty", in.cfg.label, t.family, t.family))
@@ -216,7 +284,7 @@ func (e *env) runTest(ctx context.Context, rep int, in *instance, t testSpec) []
 			args = append(args, "-Z", "-P", strconv.Itoa(e.prof.streams))
 			args = append(args, tcpWindow(in.cfg, t)...)
 		} else {
-			args = append(args, "-u", "-b", t.rate, "-l", strconv.Itoa(udpLen(in.cfg.mtu, t.family)))
+			args = append(args, "-u", "-b", t.rate, "-l", strconv.Itoa(udpLenFor(in.cfg, t.family)))
 		}
 		if why, ok := e.timedOut[in.cfg.name()+" "+t.row]; ok {
 			out = append(out, sample(in, rep, t.row, 0, errors.New(why)))
@@ -309,13 +377,14 @@ func (e *env) runRR(ctx context.Context, in *instance, t testSpec, prefix []stri
 		if nsServer {
 			sp = in.nsPrefix()
 		}
-		srv, err := e.startServer("neper "+t.rr, sp, []string{t.rr, "--nolog", "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl)}, ctl)
+		bin := filepath.Join(e.neper, t.rr)
+		srv, err := e.startServer("neper "+t.rr, sp, []string{bin, "--nolog", "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl)}, ctl)
 		if err != nil {
 			return toolout.RR{}, err
 		}
 		defer e.procs.stop(srv, time.Second)
 		secs := int(e.prof.rrLen.Seconds() + 0.5)
-		args = []string{t.rr, "--nolog", "-c", "-H", target, "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl),
+		args = []string{bin, "--nolog", "-c", "-H", target, "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl),
 			"-l", strconv.Itoa(max(secs, 1)), "-p", "50,90,99", "-" + strconv.Itoa(t.family)}
 	} else {
 		args = append(append([]string{}, e.rrCmd...), "-c", "-H", target, "-P", strconv.Itoa(port),

@@ -65,6 +65,7 @@ var Rows = []RowDef{
 	{"udp6-out", "UDP throughput over IPv6: ns to host", "Gbps", true, true},
 	{"udp4-out", "UDP throughput over IPv4: ns to host", "Gbps", true, true},
 	{"udp4-in", "UDP throughput over IPv4: host to ns", "Gbps", true, true},
+	{"udp6-in", "UDP throughput over IPv6: host to ns", "Gbps", true, true},
 	{"udp4-out-1g", "UDP at 1 Gbit/s over IPv4: ns to host, received", "Gbps", true, false},
 	{"udp4-out-1g-loss", "UDP at 1 Gbit/s over IPv4: ns to host, lost", "%", false, false},
 	{"tcprr4-out", "TCP RR latency over IPv4: ns to host", "µs", false, false},

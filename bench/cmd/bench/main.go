@@ -46,7 +46,9 @@ func main() {
 	pin := flag.Bool("pin", false, "pin the client to CPU 0, server and translator to CPU 1 with taskset (helps on an idle machine, hurts when other processes hold CPUs)")
 	out := flag.String("out", "", "results directory (default: <bin>/bench/results/<date>-<commit>[-quick])")
 	setup := flag.Bool("setup", true, "run <bin>/test/setup when iperf3, pasta or slirp4netns is missing")
-	flag.Var(&only, "only", "configurations to run, comma-separated: gopasst, gopasst-tap, gopasst-splice, gopasst-passt, debian, debian-pasta, debian-passt, slirp4netns, veth, loopback, ceiling, extra, ours, peer, kernel, tap, splice, passt, stream (default: all)")
+	neper := flag.String("neper", "", "directory of neper's tcp_rr, tcp_crr and udp_rr (default: tcp_rr's on PATH, else bench/rr)")
+	accel := flag.String("accel", "", "gopasst pasta's options (space-separated) that turn on its accelerated splice path: adds the column \"gopasst pasta, accelerated\" to the splice table")
+	flag.Var(&only, "only", "configurations to run, comma-separated: gopasst, gopasst-tap, gopasst-splice, gopasst-accel, gopasst-passt, debian, debian-pasta, debian-passt, slirp4netns, veth, loopback, ceiling, extra, ours, peer, kernel, tap, splice, passt, stream (default: all)")
 	flag.Var(&tests, "tests", "tests to run, comma-separated: tcp, udp, rr, tcp_rr, tcp_crr, udp_rr, throughput, latency, ipv4, ipv6, in, out, or a row (tcp4-out...) (default: all of the profile)")
 	flag.Var(&mtus, "mtu", "MTU columns to run, comma-separated (default: the profile's)")
 	flag.Var(&pasta, "pasta", "another pasta build to measure as a column (repeatable)")
@@ -66,7 +68,7 @@ func main() {
 		fail(err)
 	}
 	o := harness.Options{Bin: abs, Profile: "full", Only: only, Tests: tests, Reps: *reps, TCPSecs: *secs,
-		RRLen: *rrLen, Pin: *pin, ExtraPasta: pasta, ExtraPasst: passt, Setup: *setup,
+		RRLen: *rrLen, Pin: *pin, ExtraPasta: pasta, ExtraPasst: passt, Setup: *setup, AccelArgs: strings.Fields(*accel),
 		Command: "bench " + strings.Join(os.Args[1:], " ")}
 	if *quick {
 		o.Profile = "quick"
@@ -92,6 +94,16 @@ func main() {
 		}
 		if _, err := os.Stat(o.ExtraPasst[i]); err != nil {
 			fail(fmt.Errorf("--passt: %w", err))
+		}
+	}
+	if *neper != "" {
+		if o.Neper, err = filepath.Abs(*neper); err != nil {
+			fail(err)
+		}
+		for _, b := range []string{"tcp_rr", "tcp_crr", "udp_rr"} {
+			if _, err := os.Stat(filepath.Join(o.Neper, b)); err != nil {
+				fail(fmt.Errorf("-neper: %w", err))
+			}
 		}
 	}
 	o.OutDir = *out
