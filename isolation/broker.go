@@ -1,6 +1,10 @@
 // The supervisor as a broker during set-up: it opens /dev/net/tun for the
 // sandboxed process, in the network namespace that process names, when
-// only the supervisor may (started as root, the device mode 0600).
+// only the supervisor may (started as root, the device mode 0600), and
+// binds the sandboxed process's listening sockets to ports below
+// ip_unprivileged_port_start, which only the supervisor may (started as
+// root: the sandboxed process's capabilities belong to its own user
+// namespace, which does not own the host's network namespace).
 
 package isolation
 
@@ -23,7 +27,18 @@ const carryBroker = "isolation-broker"
 // errno number as its byte.
 const (
 	brokerOpenTun = 't'
-	brokerOK      = 0
+	// brokerBind: the socket as SCM_RIGHTS, and after the byte the
+	// address (bindRequest); the answer carries no descriptor.
+	brokerBind = 'b'
+	brokerOK   = 0
+)
+
+// bindRequest is the payload of a brokerBind request: family (1 byte:
+// 4 or 6), port (2, big-endian), address (4 or 16), IPv6 scope (4,
+// big-endian; IPv6 only).
+const (
+	bindRequest4 = 1 + 1 + 2 + 4
+	bindRequest6 = 1 + 1 + 2 + 16 + 4
 )
 
 // ErrNoBroker is returned by OpenTun when no supervisor serves requests:
@@ -55,7 +70,7 @@ func newBroker() (sup, sandboxed *os.File, err error) {
 func serveBroker(sup *os.File) {
 	defer sup.Close()
 	fd := int(sup.Fd())
-	buf := make([]byte, 1)
+	buf := make([]byte, 64)
 	oob := make([]byte, unix.CmsgSpace(4))
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
@@ -74,12 +89,15 @@ func serveBroker(sup *os.File) {
 			}
 		}
 		answer, out := byte(unix.EINVAL), -1
-		if buf[0] == brokerOpenTun && len(got) == 1 {
+		switch {
+		case buf[0] == brokerOpenTun && n == 1 && len(got) == 1:
 			if t, err := openTunIn(got[0]); err == nil {
 				answer, out = brokerOK, t
 			} else {
 				answer = errnoByte(err)
 			}
+		case buf[0] == brokerBind && len(got) == 1:
+			answer = errnoByte(bindFor(got[0], buf[1:n]))
 		}
 		for _, g := range got {
 			unix.Close(g)
@@ -97,8 +115,93 @@ func serveBroker(sup *os.File) {
 	}
 }
 
-// errnoByte returns err's errno as one byte, EIO if it has none that fits.
+// bindFor binds the socket fd, which the sandboxed process made, to the
+// address in req (bindRequest), with the supervisor's credentials: the
+// kernel checks CAP_NET_BIND_SERVICE of the caller of bind(2), not of the
+// socket's maker. Only TCP and UDP sockets of the address's family are
+// bound, and only to ports below 1024 (nothing else needs the broker).
+//
+// Returns nil, or the error (EINVAL for a malformed request).
+func bindFor(fd int, req []byte) error {
+	var sa unix.Sockaddr
+	switch {
+	case len(req) == bindRequest4-1 && req[0] == 4:
+		a := &unix.SockaddrInet4{Port: int(req[1])<<8 | int(req[2])}
+		copy(a.Addr[:], req[3:7])
+		sa = a
+	case len(req) == bindRequest6-1 && req[0] == 6:
+		a := &unix.SockaddrInet6{Port: int(req[1])<<8 | int(req[2])}
+		copy(a.Addr[:], req[3:19])
+		a.ZoneId = uint32(req[19])<<24 | uint32(req[20])<<16 | uint32(req[21])<<8 | uint32(req[22])
+		sa = a
+	default:
+		return unix.EINVAL
+	}
+	port := req[1:3]
+	if p := int(port[0])<<8 | int(port[1]); p == 0 || p >= 1024 {
+		return unix.EINVAL
+	}
+	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return err
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return err
+	}
+	if (req[0] == 4) != (domain == unix.AF_INET) || (domain != unix.AF_INET && domain != unix.AF_INET6) ||
+		(typ != unix.SOCK_STREAM && typ != unix.SOCK_DGRAM) {
+		return unix.EINVAL
+	}
+	return unix.Bind(fd, sa)
+}
+
+// Bind asks the supervisor to bind the socket fd (TCP or UDP, IPv4 or
+// IPv6) to sa, a port below 1024 that the sandboxed process may not bind
+// itself. Call it during set-up, before Prefork: listeners of fixed ports
+// are opened then.
+//
+// Returns nil once fd is bound, ErrNoBroker if there is no supervisor to
+// ask, or the supervisor's error (as a unix.Errno).
+func Bind(fd int, sa unix.Sockaddr) error {
+	if broker < 0 {
+		return ErrNoBroker
+	}
+	var req []byte
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		req = append([]byte{brokerBind, 4, byte(a.Port >> 8), byte(a.Port)}, a.Addr[:]...)
+	case *unix.SockaddrInet6:
+		req = append([]byte{brokerBind, 6, byte(a.Port >> 8), byte(a.Port)}, a.Addr[:]...)
+		req = append(req, byte(a.ZoneId>>24), byte(a.ZoneId>>16), byte(a.ZoneId>>8), byte(a.ZoneId))
+	default:
+		return unix.EAFNOSUPPORT
+	}
+	if err := unix.Sendmsg(broker, req, unix.UnixRights(fd), nil, 0); err != nil {
+		return fmt.Errorf("asking the supervisor: %w", err)
+	}
+	buf := make([]byte, 1)
+	for {
+		n, _, _, _, err := unix.Recvmsg(broker, buf, nil, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n != 1 {
+			return fmt.Errorf("the supervisor's answer: %v", err)
+		}
+		if buf[0] != brokerOK {
+			return unix.Errno(buf[0])
+		}
+		return nil
+	}
+}
+
+// errnoByte returns err's errno as one byte (0, brokerOK, for nil), EIO
+// if it has none that fits.
 func errnoByte(err error) byte {
+	if err == nil {
+		return brokerOK
+	}
 	var e unix.Errno
 	if errors.As(err, &e) && e > 0 && e < 256 {
 		return byte(e)

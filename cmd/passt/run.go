@@ -16,6 +16,7 @@ import (
 	"gopasst/datapath/netconf"
 	"gopasst/datapath/netns"
 	"gopasst/datapath/pcap"
+	"gopasst/datapath/sys"
 	"gopasst/datapath/tap"
 	"gopasst/isolation"
 	"gopasst/isolation/allow"
@@ -109,6 +110,9 @@ func run(mode config.Mode, args []string) int {
 	if !cont {
 		return status
 	}
+	// Listeners of fixed ports below 1024 are bound by the supervisor,
+	// which kept the privileges we were started with (isolation.Bind).
+	sys.PrivilegedBind = isolation.Bind
 
 	// The sandboxed process: set-up.
 	if logFile != nil {

@@ -131,10 +131,12 @@ func New(cfg *config.Config, be tap.Backend, o Options) (*Engine, error) {
 		return nil, fmt.Errorf("guest back end: %w", err)
 	}
 	l.OnTurnEnd(be.Flush)
-	if err := e.wire(o); err != nil {
+	// What ends the run first: its descriptors must not be the ones the
+	// listeners of "-t all" under a low limit leave without.
+	if err := e.watchEnd(o); err != nil {
 		return nil, err
 	}
-	if err := e.watchEnd(o); err != nil {
+	if err := e.wire(o); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -7,6 +7,7 @@ package engine
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,14 +48,17 @@ func (e *Engine) wireForwarding(o Options) error {
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
 		nofile = int(min(lim.Cur, 1<<20))
 	}
-	budget := fwd.NewBudget(nofile)
 	pasta := o.NSDo != nil
 	if e.TCP != nil && pasta {
 		// The loopback path is made whatever -t says: -T connections
 		// and "auto" ones found later need it too, and with
 		// --no-splice -T still has no other way. A spliced
 		// connection holds six descriptors (two sockets, two pipes).
-		sp, err := splice.New(e.Loop, splice.Options{NSDo: o.NSDo, MaxConns: max(nofile/8, 64)})
+		// Pools scaled to the limit too: at the defaults (32 sockets
+		// per family and side, 32 pipe pairs) they hold 256
+		// descriptors, all of a 256-descriptor limit.
+		pool := min(max(nofile/256, 2), 32)
+		sp, err := splice.New(e.Loop, splice.Options{NSDo: o.NSDo, MaxConns: max(nofile/8, 64), PoolSize: pool, Pipes: pool})
 		if err != nil {
 			return fmt.Errorf("TCP splice: %w", err)
 		}
@@ -62,6 +66,10 @@ func (e *Engine) wireForwarding(o Options) error {
 		e.TCP.Splice = splicer{sp}
 		logging.Debugf("TCP splice: loopback connections through pipes of %d bytes", sp.PipeSize())
 	}
+	// Listeners may take what is left under the limit now (the tap, the
+	// loop, the pools and the ICMP sockets are open), less the part
+	// NewBudget keeps for flows.
+	budget := fwd.NewBudget(nofile - openFDs())
 	if e.TCP != nil {
 		e.TCP.NSDo, e.TCP.Budget = o.NSDo, budget
 		if err := e.TCP.Listen(&cfg.TCPIn, false); err != nil {
@@ -207,4 +215,14 @@ func (s splicer) Connect(fd int, toNS bool, dst netip.AddrPort) error {
 		side = splice.NS
 	}
 	return s.h.Connect(fd, side, dst)
+}
+
+// openFDs returns how many descriptors the process has open (0 if
+// /proc/self/fd cannot be read). Called before the sandbox only.
+func openFDs() int {
+	d, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0
+	}
+	return len(d)
 }

@@ -220,7 +220,7 @@ func (h *Handler) listenSocket(addr netip.Addr, dual bool, ifname string, port u
 	if h.cfg.Freebind {
 		unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1)
 	}
-	if err := unix.Bind(fd, sa); err != nil {
+	if err := sys.BindListener(fd, sa); err != nil {
 		return fail("bind", err)
 	}
 	if err := unix.Listen(fd, listenBacklog); err != nil {

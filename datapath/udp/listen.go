@@ -262,7 +262,7 @@ func (h *Handler) openListener(addr netip.Addr, port uint16, v6, dual bool, ifna
 	if err := bindDevice(fd, ifname); err != nil {
 		return fail(err)
 	}
-	if err := unix.Bind(fd, sockaddr(addr, port, 0, v6)); err != nil {
+	if err := sys.BindListener(fd, sockaddr(addr, port, 0, v6)); err != nil {
 		return fail(fmt.Errorf("bind: %w", err))
 	}
 	return fd, nil
