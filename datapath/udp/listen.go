@@ -49,7 +49,8 @@ var errNoFDs = errors.New("out of file descriptors")
 //
 // A port that cannot be bound is fatal for a normal rule. For a weak rule
 // ("all", exclusions only) it is logged, and fatal only if none of the
-// rule's ports could be bound, as in the C original. Running out of
+// rule's ports could be bound, as in the C original (which warns per
+// port; we log those at debug level, as for TCP). Running out of
 // descriptors is never fatal: the ports open so far stay forwarded, with
 // one warning.
 //
@@ -73,8 +74,11 @@ func (h *Handler) Listen(spec *fwd.Spec, ns bool) error {
 			h.warnFDs(err)
 			return nil
 		case err != nil && l.Flags&fwd.Weak != 0:
+			// One line per port of "all" would be a thousand lines
+			// as an unprivileged user (ports below 1024): debug, as
+			// TCP's.
 			failed[l.Rule] = true
-			logging.Warnf("UDP port %d: %v", l.Port, err)
+			logging.Debugf("%v", err)
 		case err != nil:
 			return err
 		case opened:
