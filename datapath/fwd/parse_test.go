@@ -391,3 +391,39 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// testPorts is a Ports for tests.
+type testPorts map[uint16]bool
+
+// Has implements Ports.
+func (p testPorts) Has(port uint16) bool { return p[port] }
+
+// TestScanChanges: only the scan rule's ports change (the fixed rule's 22
+// never does, wanted or not), a wanted port without listener is opened, a
+// listened one no longer wanted is closed, and a change that returns false
+// stops the walk.
+func TestScanChanges(t *testing.T) {
+	tab := NewTable(Inbound, dual)
+	if err := tab.Parse(TCP, "22,8000-8010,auto"); err != nil {
+		t.Fatal(err)
+	}
+	spec := tab.Spec(TCP)
+	listening := map[uint16]bool{8001: true, 8002: true}
+	want := testPorts{22: true, 8000: true, 8002: true, 8005: true}
+	var got []string
+	spec.ScanChanges(want, func(_ int, p uint16) bool { return listening[p] }, func(l Listener, open bool) bool {
+		got = append(got, fmt.Sprintf("%d:%v", l.Port, open))
+		return true
+	})
+	if w := "[8000:true 8001:false 8005:true]"; fmt.Sprint(got) != w {
+		t.Errorf("changes %v, want %s", got, w)
+	}
+	got = nil
+	spec.ScanChanges(want, func(_ int, p uint16) bool { return listening[p] }, func(l Listener, open bool) bool {
+		got = append(got, fmt.Sprintf("%d:%v", l.Port, open))
+		return false
+	})
+	if len(got) != 1 {
+		t.Errorf("a change returning false did not stop the walk: %v", got)
+	}
+}

@@ -320,3 +320,34 @@ func (b *Budget) Give() {
 		b.Left++
 	}
 }
+
+// Ports is a set of ports, as the port scan finds them (procnet.Ports).
+type Ports interface{ Has(port uint16) bool }
+
+// ScanChanges walks the ports of s's scan ("auto") rules and calls change
+// for each whose listener must change to follow want, the ports bound on
+// the other side: open true for a port in want that has no listener
+// (listening reports, for rule index and port, whether it has one), open
+// false for one that has a listener and is no longer in want. The
+// Listener passed is complete for opening. change returns false to stop
+// the walk (descriptors ran out: the rest waits for the next scan).
+func (s *Spec) ScanChanges(want Ports, listening func(rule int, port uint16) bool, change func(l Listener, open bool) bool) {
+	for r := range s.Rules {
+		rule := &s.Rules[r]
+		if rule.Flags&Scan == 0 {
+			continue
+		}
+		for p := int(rule.First); p <= int(rule.Last); p++ {
+			port := uint16(p)
+			wanted, open := want.Has(port), listening(r, port)
+			if wanted == open {
+				continue
+			}
+			l := Listener{Rule: r, Proto: rule.Proto, Addr: rule.Addr, IfName: rule.IfName,
+				Port: port, DualStack: rule.DualStack(), Flags: rule.Flags}
+			if !change(l, wanted) {
+				return
+			}
+		}
+	}
+}

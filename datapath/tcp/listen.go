@@ -263,33 +263,27 @@ func (h *Handler) socket(af int, ns bool) (int, error) {
 // the caller having removed those we listen on ourselves on the other
 // side.
 func (h *Handler) SyncScan(spec *fwd.Spec, ns bool, want *procnet.Ports) {
-	for r := range spec.Rules {
-		rule := &spec.Rules[r]
-		if rule.Flags&fwd.Scan == 0 {
-			continue
-		}
-		for p := int(rule.First); p <= int(rule.Last); p++ {
-			port := uint16(p)
-			k, open := h.scanned[scanKey{spec, r, port}]
-			switch wanted := want.Has(port); {
-			case wanted && !open:
-				l := fwd.Listener{Rule: r, Proto: rule.Proto, Addr: rule.Addr, IfName: rule.IfName,
-					Port: port, DualStack: rule.DualStack(), Flags: rule.Flags}
-				if err := h.listen(spec, l, ns, true); err != nil {
-					if errors.Is(err, errNoFDs) {
-						h.warnFDs(err)
-						return
-					}
-					logging.Debugf("auto: %v", err)
-				} else {
-					logging.Debugf("auto: listening on TCP port %d (%s)", port, sideName(ns))
-				}
-			case !wanted && open:
-				h.closeListener(k)
-				logging.Debugf("auto: closed TCP port %d (%s)", port, sideName(ns))
-			}
-		}
+	listening := func(r int, port uint16) bool {
+		_, ok := h.scanned[scanKey{spec, r, port}]
+		return ok
 	}
+	spec.ScanChanges(want, listening, func(l fwd.Listener, open bool) bool {
+		if !open {
+			h.closeListener(h.scanned[scanKey{spec, l.Rule, l.Port}])
+			logging.Debugf("auto: closed %s port %d (%s)", "TCP", l.Port, sideName(ns))
+			return true
+		}
+		if err := h.listen(spec, l, ns, true); err != nil {
+			if errors.Is(err, errNoFDs) {
+				h.warnFDs(err)
+				return false
+			}
+			logging.Debugf("auto: %v", err)
+		} else {
+			logging.Debugf("auto: listening on %s port %d (%s)", "TCP", l.Port, sideName(ns))
+		}
+		return true
+	})
 }
 
 // sideName names where a listener is, for logs.
