@@ -398,10 +398,10 @@ type testPorts map[uint16]bool
 // Has implements Ports.
 func (p testPorts) Has(port uint16) bool { return p[port] }
 
-// TestScanChanges: only the scan rule's ports change (the fixed rule's 22
-// never does, wanted or not), a wanted port without listener is opened, a
-// listened one no longer wanted is closed, and a change that returns false
-// stops the walk.
+// TestScanChanges: with "auto" in a spec every rule of it scans (22 too,
+// as in the C original), only ports inside the rules change (9000 never
+// does), a wanted port without listener is opened, a listened one no
+// longer wanted is closed, and a change that returns false stops the walk.
 func TestScanChanges(t *testing.T) {
 	tab := NewTable(Inbound, dual)
 	if err := tab.Parse(TCP, "22,8000-8010,auto"); err != nil {
@@ -409,13 +409,13 @@ func TestScanChanges(t *testing.T) {
 	}
 	spec := tab.Spec(TCP)
 	listening := map[uint16]bool{8001: true, 8002: true}
-	want := testPorts{22: true, 8000: true, 8002: true, 8005: true}
+	want := testPorts{22: true, 8000: true, 8002: true, 8005: true, 9000: true}
 	var got []string
 	spec.ScanChanges(want, func(_ int, p uint16) bool { return listening[p] }, func(l Listener, open bool) bool {
 		got = append(got, fmt.Sprintf("%d:%v", l.Port, open))
 		return true
 	})
-	if w := "[8000:true 8001:false 8005:true]"; fmt.Sprint(got) != w {
+	if w := "[22:true 8000:true 8001:false 8005:true]"; fmt.Sprint(got) != w {
 		t.Errorf("changes %v, want %s", got, w)
 	}
 	got = nil
