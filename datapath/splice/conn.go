@@ -36,6 +36,8 @@ const (
 	fShut1
 	fMore0 // direction 0's last read filled >= 90 % of the pipe
 	fMore1
+	fHeld0 // direction 0 waits for the Reader's kernel queue (EBUSY)
+	fHeld1
 )
 
 // reset empties the slot.
@@ -55,10 +57,10 @@ func (c *conn) reset() {
 // reset still comes as a new edge).
 func (c *conn) wanted(k int) uint32 {
 	var ev uint32
-	if c.flags&(fEOF0<<k) == 0 && c.pending[k] == 0 {
+	if c.flags&(fEOF0<<k|fHeld0<<k) == 0 && c.pending[k] == 0 {
 		ev |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
-	if c.pending[1-k] > 0 {
+	if c.pending[1-k] > 0 || c.flags&(fHeld0<<(1-k)) != 0 {
 		ev |= unix.EPOLLOUT
 	}
 	if ev == 0 {
@@ -216,7 +218,17 @@ func (h *Handler) move(i int32, d int) bool {
 		if round > 0 && (c.flags&(fMore0<<d) == 0 || round >= maxRounds) {
 			return true // drained, or enough for one event
 		}
-		n, e := sys.Splice(src, wr, size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		var n int
+		var e unix.Errno
+		if c.flags&fPaired != 0 && h.rd != nil {
+			c.flags &^= fHeld0 << d
+			if n, e = h.rd.Read(src, dst, wr, size); e == unix.EBUSY {
+				c.flags |= fHeld0 << d
+				return true
+			}
+		} else {
+			n, e = sys.Splice(src, wr, size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		}
 		if e == unix.EAGAIN {
 			return true
 		}

@@ -113,7 +113,12 @@
 // a socket's receive queue (bytes queued before Pair, or passed up by the
 // program) is spliced as usual, and the FINs and errors that end the
 // connection arrive as events. A Pair error leaves the connection on the
-// splice path (logged once at debug).
+// splice path (logged once at debug). An Accelerator that is also a Reader
+// (datapath/sockmap) reads its paired sockets itself, in place of the
+// splice into the pipe: it may answer EBUSY while the kernel still holds
+// bytes of the direction for the destination, and the direction then
+// neither reads nor shuts down until EPOLLOUT on the destination
+// (fHeld0<<d), so that nothing overtakes those bytes or cuts them off.
 //
 // Allocation. Nothing is allocated per connection or per event: the slots,
 // free list, closing list and pools are sized in New, socket addresses are

@@ -64,6 +64,16 @@ type Accelerator interface {
 	Unpair(a, b int)
 }
 
+// Reader is an Accelerator that also gives the read side of its paired
+// connections (datapath/sockmap): the engine calls Read in place of
+// splice(from -> pipe) for them. It returns what splice would (bytes now
+// in the pipe, 0 at the end of stream, an errno), and unix.EBUSY while
+// the kernel still holds bytes of from's for to: the direction then
+// neither reads nor shuts to down, and waits for EPOLLOUT on to.
+type Reader interface {
+	Read(from, to, pipe, n int) (int, unix.Errno)
+}
+
 // Stats are the engine's counters since New. Every Connect is Accepted;
 // it ends Refused (no connection: refused at once, or the connect failed)
 // or Connected, and every connected one ends Reset or Closed (cleanly).
@@ -98,6 +108,7 @@ type Handler struct {
 	l     *loop.Loop
 	nsDo  func(fn func() error) error
 	accel Accelerator
+	rd    Reader // accel, if it is a Reader
 
 	conns   []conn
 	free    []int32 // free slots, used from the end
@@ -157,6 +168,7 @@ func New(l *loop.Loop, o Options) (*Handler, error) {
 			h.socks[s][f].init(o.PoolSize)
 		}
 	}
+	h.rd, _ = o.Accel.(Reader)
 	h.fillNS = h.fillNSPools
 	size, err := h.pipes.init(o.Pipes)
 	if err != nil {
