@@ -409,7 +409,7 @@ func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uin
 	}
 	// The reply socket: exactly the local address and port the peer
 	// reached, so that the peer sees our answers come from there.
-	fd, err := h.openFlowSocket(v6, local, ln.port, ln.ifname, peer, pport, scope, false, false)
+	fd, err := h.replySocket(v6, local, ln.port, ln.ifname, peer, pport, scope, false)
 	if err != nil {
 		h.ft.Free(i)
 		h.Stats.FlowFailures++

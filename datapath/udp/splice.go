@@ -175,7 +175,7 @@ func (h *Handler) newSplice(ln *listener, peer netip.Addr, pport uint16, local n
 	if err != nil {
 		return flow.None, err
 	}
-	reply, err := h.openFlowSocket(v6, local, ln.port, ln.ifname, peer, pport, 0, false, ln.ns)
+	reply, err := h.replySocket(v6, local, ln.port, ln.ifname, peer, pport, 0, ln.ns)
 	if err != nil {
 		h.ft.Free(i)
 		return flow.None, err

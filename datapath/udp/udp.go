@@ -122,6 +122,10 @@ type Handler struct {
 	flows  []udpFlow
 	active []flow.Index // flows checked by the tick
 
+	// privWarned: the warning that replies from a port below 1024
+	// cannot be sent was given (replySocket).
+	privWarned bool
+
 	timeout, streamTimeout int64 // ns
 	bufForce               bool  // SO_*BUFFORCE still worth trying
 
@@ -466,6 +470,21 @@ func (h *Handler) openFlowSocket(v6 bool, local netip.Addr, port uint16, ifname 
 		return fail("connect", err)
 	}
 	return fd, nil
+}
+
+// replySocket opens the socket that answers a host peer from the local
+// address and port the peer reached on a listener (openFlowSocket with the
+// port kept), in pasta's namespace if ns. A listener of a port below 1024
+// was bound by the supervisor at set-up, but the sandboxed process may not
+// bind that port again for a flow: it says so once, at warning level,
+// since those datagrams are then dropped.
+func (h *Handler) replySocket(v6 bool, local netip.Addr, port uint16, ifname string, peer netip.Addr, pport uint16, scope uint32, ns bool) (int, error) {
+	fd, err := h.openFlowSocket(v6, local, port, ifname, peer, pport, scope, false, ns)
+	if errors.Is(err, unix.EACCES) && !h.privWarned {
+		h.privWarned = true
+		logging.Warnf("UDP port %d: answers must come from this port, which the sandboxed process may not bind (a port below 1024): datagrams to it are dropped", port)
+	}
+	return fd, err
 }
 
 // register hooks a new flow with its socket open into the flow table (key
