@@ -121,9 +121,14 @@ var (
 // Probe returns the process's accelerator, setting it up at the first call
 // (maps, program, attachment, and the seccomp registration of bpf): one
 // probe per process, the later calls return the first's result whatever
-// their options. It must run while the process holds CAP_BPF (or
-// CAP_SYS_ADMIN) and CAP_NET_ADMIN in the initial user namespace, before
-// the seccomp filter is built.
+// their options. It must run before the seccomp filter is built, while
+// the process holds, in the initial user namespace, CAP_BPF and
+// CAP_NET_ADMIN (the socket maps) and CAP_PERFMON (the program reads the
+// peer's struct tcp_sock through a BTF pointer), or CAP_SYS_ADMIN for all
+// three (checked with capsh: dropping any one of them with CAP_SYS_ADMIN
+// makes Probe fail), and can read the kernel's BTF (/sys/kernel/btf/vmlinux).
+// Unprivileged BPF (kernel.unprivileged_bpf_disabled = 0) does not help:
+// these map and program types are never unprivileged.
 //
 // o: the options (see Options). Returns the accelerator, or an error
 // wrapping ErrNotSupported that says what the kernel or our privileges
@@ -479,10 +484,9 @@ func (x *Accel) written(fd int) (uint64, unix.Errno) {
 	return x.info.Bytes_acked + uint64(q), 0
 }
 
-// copyMax is the most Read copies at once: what the pipes of the splice
-// engine hold at least (the default pipe size), so that a copy into an
-// empty pipe never falls short.
-const copyMax = 64 << 10
+// copyMax is the most Read copies at once (never more than the pipe
+// holds: its n).
+const copyMax = 256 << 10
 
 // held returns what the kernel holds for the peer of socket k (0: a, 1: b)
 // of pair p: the bytes the program redirected from it that the backlog
@@ -512,12 +516,11 @@ func (x *Accel) held(p *pair, k int) (int64, unix.Errno) {
 // end of stream; once the direction went over its budget, the program
 // passes from's bytes up to from itself, where splice(2) does not see them
 // (tcp_bpf keeps them on the psock's own queue, which only recvmsg reads),
-// and Read copies them: peeked, written into the pipe, then consumed as far
-// as written, so that nothing stays in between.
+// and Read copies them: read, then written whole into the empty pipe.
 //
 // from, to: the two sockets of one pair (from's bytes go to to); pipe: the
-// write end of the direction's pipe, empty; n: the most to move (the
-// pipe's capacity; at most copyMax is copied at once). Returns:
+// write end of the direction's pipe, empty; n: the most to move, at most
+// the pipe's capacity (at most copyMax is copied at once). Returns:
 //   - n > 0: bytes now in the pipe, for to;
 //   - 0: from's end of stream, with every byte before it in to's send
 //     queue or the pipe: shut to down for writing;
@@ -573,7 +576,7 @@ func (x *Accel) Read(from, to, pipe, n int) (int, unix.Errno) {
 	if n > len(x.buf) {
 		n = len(x.buf)
 	}
-	m, e := recvFrom(from, x.buf[:n], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	m, e := recvFrom(from, x.buf[:n], unix.MSG_DONTWAIT)
 	if e != 0 {
 		return 0, e
 	}
@@ -593,15 +596,14 @@ func (x *Accel) Read(from, to, pipe, n int) (int, unix.Errno) {
 		}
 		return 0, 0
 	}
-	w, e := writeFD(pipe, x.buf[:m])
-	if e != 0 {
+	p.consumed[k] += uint64(m)
+	// The pipe is empty and holds n bytes at least: the write is whole
+	// (a short one would lose bytes: reset rather).
+	if w, e := writeFD(pipe, x.buf[:m]); e != 0 || w != m {
+		if e == 0 {
+			e = unix.EIO
+		}
 		return 0, e
 	}
-	if c, e := recvFrom(from, x.buf[:w], unix.MSG_DONTWAIT); e != 0 || c != w {
-		// Nothing else reads this socket: the peeked bytes cannot be
-		// gone. Reset rather than pass on bytes twice.
-		return 0, unix.EIO
-	}
-	p.consumed[k] += uint64(w)
-	return w, 0
+	return m, 0
 }

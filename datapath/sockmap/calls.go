@@ -125,7 +125,7 @@ func nudge(fd int) unix.Errno {
 var _ = allow.SyscallArg(allow.Pasta, "ioctl", allow.ArgCheck{Arg: 1, Mask: 0xffffffff, Value: unix.SIOCOUTQ, Name: "SIOCOUTQ"},
 	"sockmap: the bytes in a paired socket's send queue, for what the kernel still holds for it (Accel.Read, written)")
 
-var _ = allow.Syscall(allow.Pasta, "recvfrom", "sockmap: a paired socket's end of stream, and the bytes its program passed up over the budget, peeked then consumed (Accel.Read, recvFrom)")
+var _ = allow.Syscall(allow.Pasta, "recvfrom", "sockmap: a paired socket's end of stream, and the bytes its program passed up over the budget (Accel.Read, recvFrom)")
 
 var _ = allow.Syscall(allow.Pasta, "write", "sockmap: those bytes written into the direction's pipe (Accel.Read, writeFD)")
 

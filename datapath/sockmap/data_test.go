@@ -99,7 +99,6 @@ func checkStream(t testing.TB, what string, sent, got result) {
 	}
 }
 
-
 // taskCPU returns the user and system time thread tid of this process used
 // (/proc/self/task/TID/stat, in clock ticks of 10 ms).
 func taskCPU(tid int) time.Duration {

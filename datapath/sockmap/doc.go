@@ -70,10 +70,11 @@
 // own list (ingress_msg), which only its recvmsg reads; splice reads the
 // receive queue (tcp_splice_read), returns EAGAIN while passed bytes
 // wait (seen on 6.18), and would return 0 (end of stream) at a FIN with
-// passed bytes still waiting. So the engine reads paired sockets through Read, which copies
-// them into the direction's pipe: peeked with recvmsg, written into the
-// pipe (empty, and at least copyMax long), consumed as far as written.
-// Only congested directions pay this copy; taking the socket out of
+// passed bytes still waiting. So the engine reads paired sockets through
+// Read, which copies them into the direction's pipe: read with recvmsg
+// (tcp_bpf_recvmsg takes the psock's queue first, then the receive queue,
+// in order), then written whole into the empty pipe, never more than it
+// holds. Only congested directions pay this copy; taking the socket out of
 // sources instead, to get splice back, stalled the connection here (the
 // bytes then queued were never seen), so a direction once given back stays
 // with the engine.

@@ -45,6 +45,8 @@ type engine struct {
 	stop atomic.Bool
 	done chan struct{}
 	tid  atomic.Int32 // the loop thread's id, for its CPU time
+	// closed: close ran (on the test's goroutine).
+	closed bool
 }
 
 // newEngine starts an engine whose connections go to a new server on
@@ -173,8 +175,13 @@ func (e *engine) waitConns() splice.Stats {
 	}
 }
 
-// close resets what is left, stops the loop and closes the descriptors.
+// close resets what is left, stops the loop and closes the descriptors;
+// only the first call does.
 func (e *engine) close() {
+	if e.closed {
+		return
+	}
+	e.closed = true
 	e.do(func() { e.h.Close() })
 	e.stop.Store(true)
 	<-e.done
