@@ -2,8 +2,8 @@
 // (../shared/design/compat.md), each run against a namespace made for it,
 // with the traffic they are for checked end to end: published ports,
 // --map-guest-addr, --dns-forward, --quiet, --pid; rootlesskit's probe, its
-// fixed addressing, and its implicit port driver's auto form, which is
-// refused in one line until automatic forwarding exists. (libvirt's and
+// fixed addressing, and its implicit port driver's auto form, with servers
+// started after pasta (more in forward_test.go). (libvirt's and
 // qemu 10's passt command lines are in passt_peer_test.go.)
 
 package test
@@ -11,7 +11,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -191,8 +190,8 @@ func stopPID(pid int) {
 // fixed-addressing form attaches to a user and network namespace's PID and
 // gives tap0 the address and gateway it names, through which the namespace
 // reaches the host's loopback and its resolver (--dns-forward); the
-// implicit port driver's form (auto ports) is refused in one line until
-// automatic forwarding exists.
+// implicit port driver's form (auto ports, --userns and --netns) forwards
+// namespace servers started after pasta to the host's loopback.
 func TestClientRootlesskit(t *testing.T) {
 	nstest.RequireRoot(t)
 	bin := nstest.Binary(t, "pasta")
@@ -241,36 +240,47 @@ func TestClientRootlesskit(t *testing.T) {
 	})
 
 	t.Run("implicit-port-driver", func(t *testing.T) {
+		// As rootlesskit runs it: joining the child's user and network
+		// namespaces by path, -t/-u auto; servers in the namespace
+		// start after pasta, and are reached from the host's loopback
+		// within 2 s (one scan), at the namespace's loopback
+		// (--host-lo-to-ns-lo): a server bound to 127.0.0.1 only too.
 		h := nstest.NewHost(t)
 		holder := h.Start(t, "unshare", "--user", "--map-root-user", "--net", "--", "sleep", "600")
-		pid := holder.PID()
-		nstest.WaitForErr(t, nstest.ReadyTimeout, func() error {
-			_, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid))
-			return err
-		})
-		time.Sleep(200 * time.Millisecond) // unshare's child has made its namespaces
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		cmd := h.Cmd(ctx, bin, "--stderr", "--ns-ifname=tap0", "--mtu=65520", "--config-net",
+		ns := waitHolder(t, h, holder)
+		p := startJoined(t, h, bin, nil, ns, "10.0.2.100", []string{"--stderr", "--ns-ifname=tap0", "--mtu=65520", "--config-net",
 			"--address=10.0.2.100", "--netmask=24", "--gateway=10.0.2.2", "--dns-forward=10.0.2.3",
 			"--tcp-ports=auto", "--udp-ports=auto", "--host-lo-to-ns-lo",
-			"--userns="+fmt.Sprintf("/proc/%d/ns/user", pid), "--netns="+fmt.Sprintf("/proc/%d/ns/net", pid))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		// --stderr is deprecated, as in passt: its warning may precede the
-		// refusal; everything else is the one line naming what is refused.
-		var lines []string
-		for _, l := range nonEmptyLines(stderr.String()) {
-			if !strings.Contains(l, "--stderr will be dropped soon") {
-				lines = append(lines, l)
+			fmt.Sprintf("--userns=/proc/%d/ns/user", holder.PID()), "--netns=" + string(ns)})
+		hns := hostNS(h)
+		const pWild, pLo, pUDP = 30080, 30081, 30053
+		t0 := time.Now()
+		wild, lo := ns.listen(t, hp("", pWild)), ns.listen(t, hp(lo4, pLo))
+		udpSrv := ns.udpListen(t, hp("", pUDP))
+		left := func() time.Duration { return max(time.Until(t0.Add(autoAppear)), 0) }
+		for _, c := range []struct {
+			port int
+			srv  net.Listener
+		}{{pWild, wild}, {pLo, lo}} {
+			seen, err := tcpThrough(hns, hp(lo4, c.port), netip.Addr{}, c.srv, left())
+			if err != nil {
+				t.Fatalf("namespace server on %d started after pasta, from the host's 127.0.0.1: %v", c.port, err)
+			}
+			if seen.peer.Addr() != netip.MustParseAddr(lo4) || seen.local.Addr() != netip.MustParseAddr(lo4) {
+				t.Errorf("--host-lo-to-ns-lo: the server saw %v -> %v, want 127.0.0.1 at 127.0.0.1", seen.peer, seen.local)
 			}
 		}
-		if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(lines) != 1 ||
-			!strings.Contains(lines[0], "not implemented yet") || !strings.Contains(lines[0], "auto") {
-			t.Fatalf("auto ports: %v, stderr %q: want status 1 and one line saying auto is not implemented yet", err, stderr.String())
+		if _, _, err := udpThrough(hns, hp(lo4, pUDP), netip.Addr{}, udpSrv, left()); err != nil {
+			t.Fatalf("namespace UDP server started after pasta, from the host's 127.0.0.1: %v", err)
 		}
-		t.Logf("refused: %s", lines[0])
+		t.Logf("servers reached %v after they bound", time.Since(t0).Round(time.Millisecond))
+		wild.Close()
+		var last error
+		if !nstest.Poll(autoVanish, func() bool { last = tcpRefusal(hns, hp(lo4, pWild)); return last == nil }) {
+			t.Errorf("host listener stays %v after the namespace server closed: %v", autoVanish, last)
+		}
+		if p.Exited() {
+			t.Fatalf("pasta exited:\n%s", p.Output())
+		}
 	})
 }
