@@ -1,16 +1,20 @@
 // Tests of the accelerator on its own, with real loopback sockets: Probe,
 // pairing, bytes both ways (those queued before Pair first), a bare FIN,
-// refusals, and maps left empty by Unpair.
+// refusals, a full accelerator, no allocation, sockets in two network
+// namespaces and of two families, and maps left empty by Unpair.
 
 package sockmap
 
 import (
 	"errors"
+	"net"
 	"testing"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"gopasst/test/nstest"
 )
 
 // mapEntries counts the elements of the accelerator's three maps: the
@@ -288,5 +292,74 @@ func TestPairAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%v allocations per Pair and Unpair", n)
 	}
+	checkEmpty(t, x)
+}
+
+// TestPairAcrossNamespaces: the two sockets live in different network
+// namespaces (as pasta's: the host's and the container's); cookies are
+// unique across namespaces, and the redirect does not care.
+func TestPairAcrossNamespaces(t *testing.T) {
+	x := requireAccel(t)
+	ns := nstest.NewNetns(t, "peer")
+	ns.Output(t, "ip", "link", "set", "lo", "up")
+	w := newWorld(t, ns)
+	if err := x.Pair(w.a, w.b); err != nil {
+		t.Fatal(err)
+	}
+	defer x.Unpair(w.a, w.b)
+	msg := []byte("from the host's loopback to the namespace's")
+	w.c1.Write(msg)
+	got := make([]byte, len(msg))
+	if err := readFull(w.s2, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("server2 read %q, %v", got, err)
+	}
+	w.s2.Write(msg[:4])
+	if err := readFull(w.c1, got[:4]); err != nil || string(got[:4]) != string(msg[:4]) {
+		t.Fatalf("client1 read %q, %v", got[:4], err)
+	}
+	x.Unpair(w.a, w.b)
+	checkEmpty(t, x)
+}
+
+// TestPairIPv6: an IPv6 connection paired with an IPv4 one (pasta splices
+// either family to either).
+func TestPairIPv6(t *testing.T) {
+	x := requireAccel(t)
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	c6, err := net.DialTimeout("tcp6", ln.Addr().String(), ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
+	s6, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s6.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s6.Close()
+	w := newWorld(t, nil)
+	a := int(f.Fd())
+	if err := x.Pair(a, w.b); err != nil {
+		t.Fatal(err)
+	}
+	defer x.Unpair(a, w.b)
+	c6.Write([]byte("six to four"))
+	got := make([]byte, 11)
+	if err := readFull(w.s2, got); err != nil || string(got) != "six to four" {
+		t.Fatalf("server2 read %q, %v", got, err)
+	}
+	w.s2.Write([]byte("four to six"))
+	if err := readFull(c6, got); err != nil || string(got) != "four to six" {
+		t.Fatalf("IPv6 client read %q, %v", got, err)
+	}
+	x.Unpair(a, w.b)
 	checkEmpty(t, x)
 }
