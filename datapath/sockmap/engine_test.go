@@ -216,3 +216,12 @@ func (e *engine) dial(t testing.TB) (c, s *net.TCPConn) {
 func (e *engine) threadCPU() time.Duration {
 	return taskCPU(int(e.tid.Load()))
 }
+
+// accelStats returns the accelerator's counters, read on the loop's
+// thread (zero without an accelerator).
+func (e *engine) accelStats() (st Stats) {
+	if e.x != nil {
+		e.do(func() { st = e.x.Stats() })
+	}
+	return st
+}

@@ -185,10 +185,7 @@ func TestMeasure(t *testing.T) {
 	for rep := 0; rep < *measureReps; rep++ {
 		for i, r := range rows {
 			e := newEngine(t, r.x)
-			var before Stats
-			if r.x != nil {
-				before = r.x.Stats()
-			}
+			before := e.accelStats()
 			var f figures
 			if !*noTput {
 				c, s := pairFor(t, e, r.plain)
@@ -197,9 +194,7 @@ func TestMeasure(t *testing.T) {
 			c, s := pairFor(t, e, r.plain)
 			rr(t, e, &f, c, s, d)
 			all[i] = append(all[i], f)
-			if r.x != nil {
-				given[i] += r.x.Stats().Returned - before.Returned
-			}
+			given[i] += e.accelStats().Returned - before.Returned
 			e.close()
 		}
 	}

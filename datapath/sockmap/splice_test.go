@@ -18,7 +18,7 @@ import (
 func TestSpliceBulk(t *testing.T) {
 	x := requireAccel(t)
 	e := newEngine(t, x)
-	before := x.Stats()
+	before := e.accelStats()
 	c, s := e.dial(t)
 	const n = 64 << 20
 	sent := make(chan result, 2)
@@ -43,7 +43,7 @@ func TestSpliceBulk(t *testing.T) {
 	if st.Pairs != 1 || st.Closed != 1 || st.Reset != 0 {
 		t.Errorf("engine stats %+v, want 1 pair closed cleanly", st)
 	}
-	d := x.Stats()
+	d := e.accelStats()
 	t.Logf("directions given back to the engine: %d", d.Returned-before.Returned)
 	if d.Pairs-before.Pairs != 1 || d.Unpairs-before.Unpairs != 1 {
 		t.Errorf("accelerator stats %+v (before %+v)", d, before)
@@ -59,7 +59,7 @@ func TestSpliceBulk(t *testing.T) {
 func TestSpliceSlowReader(t *testing.T) {
 	x := requireAccel(t)
 	e := newEngine(t, x)
-	before := x.Stats()
+	before := e.accelStats()
 	c, s := e.dial(t)
 	const n = 24 << 20
 	sent := make(chan result, 1)
@@ -79,7 +79,7 @@ func TestSpliceSlowReader(t *testing.T) {
 	if st.Closed != 1 || st.Reset != 0 {
 		t.Errorf("engine stats %+v", st)
 	}
-	if r := x.Stats().Returned - before.Returned; r < 1 {
+	if r := e.accelStats().Returned - before.Returned; r < 1 {
 		t.Errorf("no direction given back to the engine: the reader was not slow enough to test it")
 	}
 	checkEmpty(t, x)
