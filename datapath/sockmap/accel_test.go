@@ -208,6 +208,9 @@ func TestBareFIN(t *testing.T) {
 	if n, e := x.Read(w.a, w.b, p[1], 1<<16); n != 0 || e != 0 {
 		t.Fatalf("Read after the FIN: %d, %v; want 0, 0", n, e)
 	}
+	if n := testing.AllocsPerRun(100, func() { x.Read(w.a, w.b, p[1], 1<<16) }); n != 0 {
+		t.Errorf("%v allocations per Read", n)
+	}
 }
 
 // TestPairRefused: sockets the kernel refuses leave nothing behind, and
