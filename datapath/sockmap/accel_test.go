@@ -366,3 +366,32 @@ func TestPairIPv6(t *testing.T) {
 	x.Unpair(a, w.b)
 	checkEmpty(t, x)
 }
+
+// TestNudge shows what Pair's nudge (SO_RCVLOWAT) is for: without it, bytes
+// queued on a socket before Pair wait for the next segment to arrive, as
+// the kernel runs the program from data_ready only.
+func TestNudge(t *testing.T) {
+	requireAccel(t)
+	x, err := newAccel(Options{MaxPairs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	x.skipNudge = true
+	w := newWorld(t, nil)
+	w.c1.Write([]byte("early"))
+	waitQueued(t, w.a, 5)
+	if err := x.Pair(w.a, w.b); err != nil {
+		t.Fatal(err)
+	}
+	defer x.Unpair(w.a, w.b)
+	b := make([]byte, 16)
+	w.s2.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := w.s2.Read(b); err == nil {
+		t.Fatalf("without the nudge, server2 read %q at once", b[:n])
+	}
+	w.c1.Write([]byte("-late"))
+	if err := readFull(w.s2, b[:10]); err != nil || string(b[:10]) != "early-late" {
+		t.Fatalf("after more bytes, server2 read %q, %v", b[:10], err)
+	}
+}

@@ -1,9 +1,11 @@
-// The system calls Pair and Unpair make at run time, after the seccomp
-// filter is in: map updates and deletes (bpf), a socket's cookie
-// (getsockopt SO_COOKIE), and the nudge that hands bytes queued before
-// Pair to the verdict program (setsockopt SO_RCVLOWAT). They are raw and
-// allocation-free, so that what runs after the filter is exactly these
-// calls: cilium/ebpf serves the set-up only (Probe), before it.
+// The system calls Pair, Unpair and Read make at run time, after the
+// seccomp filter is in: map updates, deletes and lookups (bpf), a
+// socket's cookie (getsockopt SO_COOKIE), the nudge that hands bytes
+// queued before Pair to the verdict program (setsockopt SO_RCVLOWAT), what
+// a socket wrote (getsockopt TCP_INFO, ioctl SIOCOUTQ), and the copy of a
+// given-back direction (recvfrom, write). They are raw and allocation-free,
+// so that what runs after the filter is exactly these calls: cilium/ebpf
+// serves the set-up only (Probe), before it.
 
 package sockmap
 
