@@ -733,6 +733,7 @@ func init() {
 		{optDef{0, []string{"no-splice"}, noArg}, bothModes, flag(func(c *config.Config) *bool { return &c.NoSplice })},
 		{optDef{0, []string{"splice-only"}, noArg}, pastaOnly, flag(func(c *config.Config) *bool { return &c.SpliceOnly })},
 		{optDef{0, []string{"host-lo-to-ns-lo"}, noArg}, pastaOnly, flag(func(c *config.Config) *bool { return &c.HostLoToNSLo })},
+		{optDef{0, []string{"accel-sockmap"}, noArg}, pastaOnly, flag(func(c *config.Config) *bool { return &c.Sockmap })},
 	}
 }
 

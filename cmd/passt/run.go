@@ -16,6 +16,7 @@ import (
 	"gopasst/datapath/netconf"
 	"gopasst/datapath/netns"
 	"gopasst/datapath/pcap"
+	"gopasst/datapath/splice"
 	"gopasst/datapath/sys"
 	"gopasst/datapath/tap"
 	"gopasst/isolation"
@@ -102,6 +103,11 @@ func run(mode config.Mode, args []string) int {
 		return fail(mode, fmt.Errorf("--pcap %s: %w", cfg.PcapFile, err))
 	}
 
+	accel, err := carrySockmap(cfg)
+	if err != nil {
+		return fail(mode, err)
+	}
+
 	icfg := isolationConfig(cfg)
 	cont, status, err := isolation.User(&icfg)
 	if err != nil {
@@ -138,7 +144,7 @@ func run(mode config.Mode, args []string) int {
 	if cfg.Mode == config.ModePasst {
 		e, err = setupPasst(cfg, pre, capture)
 	} else {
-		e, ns, err = setupPasta(cfg, pre, capture)
+		e, ns, err = setupPasta(cfg, pre, capture, accel)
 	}
 	if err != nil {
 		return fail(mode, err)
@@ -227,7 +233,7 @@ func qemuHint(path string) string {
 
 // setupPasta opens what pasta's engine will use: pasta's namespace and its
 // tap device, configured, and the engine with its listeners.
-func setupPasta(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engine.Engine, *netns.NS, error) {
+func setupPasta(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap, accel splice.Accelerator) (*engine.Engine, *netns.NS, error) {
 	host, err := netconf.ReadHost(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -275,7 +281,7 @@ func setupPasta(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engin
 		cfg.V6.Enabled = false
 	}
 	cfg.GuestMAC = res.MAC
-	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, NSDo: ns.Do, Announce: cfg.ConfigNet && !cfg.SpliceOnly}
+	o := engine.Options{ICMP: pre, Signals: true, Namespace: ns, NSDo: ns.Do, Announce: cfg.ConfigNet && !cfg.SpliceOnly, SpliceAccel: accel}
 	var be tap.Backend
 	if cfg.SpliceOnly {
 		be = tap.NewNull()

@@ -171,7 +171,8 @@ func usage(mode config.Mode) string {
 			"      --ns-mac-addr ADDR   MAC address of the tap device",
 			"      --no-splice          Never splice loopback connections",
 			"      --splice-only        Only forward between loopback addresses",
-			"      --host-lo-to-ns-lo   Host loopback forwards reach namespace loopback")
+			"      --host-lo-to-ns-lo   Host loopback forwards reach namespace loopback",
+			"      --accel-sockmap      Spliced TCP moved by an eBPF sockmap (needs root)")
 	}
 	return b.String()
 }

@@ -164,15 +164,18 @@ type Config struct {
 	RepairPath        string // --repair-path (vhost-user)
 
 	// pasta only
-	NSIfName       string // -I
-	UserNS         string // --userns
-	NetNS          string // --netns (resolved: NAME is /run/netns/NAME), or /proc/PID/ns/net
-	NetNSOnly      bool   // do not join or create a user namespace
-	NoNetNSQuit    bool
-	ConfigNet      bool
-	NoSplice       bool // always set in passt mode
-	SpliceOnly     bool // --splice-only: no tap, loopback forwarding only
-	HostLoToNSLo   bool
+	NSIfName     string // -I
+	UserNS       string // --userns
+	NetNS        string // --netns (resolved: NAME is /run/netns/NAME), or /proc/PID/ns/net
+	NetNSOnly    bool   // do not join or create a user namespace
+	NoNetNSQuit  bool
+	ConfigNet    bool
+	NoSplice     bool // always set in passt mode
+	SpliceOnly   bool // --splice-only: no tap, loopback forwarding only
+	HostLoToNSLo bool
+	// Sockmap (--accel-sockmap, ours): spliced TCP connections are paired in
+	// an in-kernel eBPF sockmap where privileges allow (datapath/sockmap).
+	Sockmap        bool
 	TargetPID      int      // pasta PID: attach to this process's namespaces; 0 if none
 	Command        []string // pasta [COMMAND [ARGS...]]; empty: the user's shell when spawning
 	NoCopyRoutes   bool     // --no-copy-routes given (effective per family: IP.NoCopyRoutes)

@@ -95,6 +95,9 @@ type Options struct {
 	// made there. Nil in passt mode (and in tests without a namespace):
 	// then -T/-U rules and "auto" -t/-u rules are not served.
 	NSDo func(func() error) error
+	// SpliceAccel, if not nil, is the splice path's in-kernel
+	// accelerator (datapath/sockmap, --accel-sockmap).
+	SpliceAccel splice.Accelerator
 	// Announce: when the run starts, send the ARP request and Neighbour
 	// Solicitation the C original sends at "tap ready" (--config-net: the
 	// guest interface is up and addressed already).

@@ -58,7 +58,7 @@ func (e *Engine) wireForwarding(o Options) error {
 		// per family and side, 32 pipe pairs) they hold 256
 		// descriptors, all of a 256-descriptor limit.
 		pool := min(max(nofile/256, 2), 32)
-		sp, err := splice.New(e.Loop, splice.Options{NSDo: o.NSDo, MaxConns: max(nofile/8, 64), PoolSize: pool, Pipes: pool})
+		sp, err := splice.New(e.Loop, splice.Options{NSDo: o.NSDo, MaxConns: max(nofile/8, 64), PoolSize: pool, Pipes: pool, Accel: o.SpliceAccel})
 		if err != nil {
 			return fmt.Errorf("TCP splice: %w", err)
 		}

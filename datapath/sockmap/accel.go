@@ -148,6 +148,46 @@ func Probe(o Options) (*Accel, error) {
 	return probeAccel, probeErr
 }
 
+// Adopt returns an accelerator over the maps another process set up with
+// Probe and passed on (their descriptors, in the order of FDs): pasta's
+// privileged supervisor probes, and the sandboxed process, which lacks the
+// privileges to create maps or load programs, adopts. The verdict program
+// came with the sources map, which holds it. Adopt registers bpf on the
+// allow-list as Probe does, so it too must run before the seccomp filter
+// is built.
+//
+// fds: the peers, sources and flows maps, owned by the accelerator from
+// now on. Returns the accelerator, or an error wrapping ErrNotSupported.
+func Adopt(fds [3]int) (*Accel, error) {
+	var maps [3]*ebpf.Map
+	for i, fd := range fds {
+		m, err := ebpf.NewMapFromFD(fd)
+		if err != nil {
+			for _, m := range maps[:i] {
+				m.Close()
+			}
+			return nil, fmt.Errorf("%w: adopting map descriptor %d: %w", ErrNotSupported, fd, err)
+		}
+		maps[i] = m
+	}
+	x := &Accel{peers: maps[0], sources: maps[1], flows: maps[2], buf: make([]byte, copyMax)}
+	n := int(x.sources.MaxEntries() / 2)
+	if x.peers.Type() != ebpf.SockHash || x.sources.Type() != ebpf.SockMap || x.flows.Type() != ebpf.Hash || n == 0 {
+		x.Close()
+		return nil, fmt.Errorf("%w: the adopted maps are not a peers sockhash, a sources sockmap and a flows hash", ErrNotSupported)
+	}
+	x.pairs, x.free = make([]pair, n), make([]int32, n)
+	for i := range x.free {
+		x.free[i] = int32(n - 1 - i)
+	}
+	x.peersFD, x.sourcesFD, x.flowsFD = x.peers.FD(), x.sources.FD(), x.flows.FD()
+	if !registerBPF() {
+		x.Close()
+		return nil, fmt.Errorf("%w: bpf(2) cannot be put on the seccomp allow-list", ErrNotSupported)
+	}
+	return x, nil
+}
+
 // newAccel creates the maps for o.MaxPairs pairs, loads the verdict
 // program and attaches it to the sources map: the uncached work of Probe.
 // Returns the accelerator, or an error wrapping ErrNotSupported.

@@ -15,6 +15,7 @@ const AuditArchName = "x86_64"
 var syscallNumbers = map[string]uint32{
 	"accept4":           unix.SYS_ACCEPT4,
 	"bind":              unix.SYS_BIND,
+	"bpf":               unix.SYS_BPF,
 	"brk":               unix.SYS_BRK,
 	"clock_gettime":     unix.SYS_CLOCK_GETTIME,
 	"clock_nanosleep":   unix.SYS_CLOCK_NANOSLEEP,
