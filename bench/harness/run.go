@@ -481,7 +481,7 @@ func (e *env) meta(start time.Time, load0 string) report.Meta {
 		m.Tools["passt's guest"] = "test/streampeer, built from " + e.opts.Bin + " at the start of the run"
 	}
 	if e.neper != "" {
-		m.Tools["request/response"] = "neper " + firstLine(filepath.Join(e.neper, "tcp_rr"), "--version") + " (" + e.neper + ")"
+		m.Tools["request/response"] = "neper " + firstLine(filepath.Join(e.neper, "tcp_rr"), "--nolog", "--version") + " (" + e.neper + ")"
 	} else {
 		m.Tools["request/response"] = "bench/rr (neper's tcp_rr, tcp_crr, udp_rr definitions; neper is not installed)"
 	}
