@@ -1086,8 +1086,9 @@ func TestForwardRootlesskitFixed(t *testing.T) {
 // TestForwardPrivilegedPort forwards port 80 (below
 // ip_unprivileged_port_start, 1024): as root (--runas 0), attached and
 // spawned, host to namespace works by TCP and UDP from the host's own
-// address and its loopback, both families, and by TCP when pasta started
-// as root runs as nobody (the supervisor binds the listener); as the
+// address and its loopback, both families, also when pasta started as
+// root runs as nobody (the supervisor binds the listener, and UDP flows
+// answer through it); as the
 // unprivileged user, pasta refuses to start with one line naming the port
 // and exit status 1, while -T 80 (a namespace port, where pasta holds
 // CAP_NET_BIND_SERVICE in its user namespace) works.
@@ -1101,14 +1102,10 @@ func TestForwardPrivilegedPort(t *testing.T) {
 			tcpSrv, udpSrv := ns.listen(t, ":80"), ns.udpListen(t, ":80")
 			for _, dst := range []string{host4, lo4, host6, lo6} {
 				tcpOK(t, hostNS(h), hp(dst, 80), tcpSrv)
-				// Not UDP as nobody: the listener is bound (by the
-				// supervisor, during set-up), but each flow's reply
-				// socket binds the same port later, as nobody, and
-				// gets EACCES: every datagram is dropped (reported,
-				// not fixed here).
-				if mode != modeSpawnNobody {
-					udpOK(t, hostNS(h), hp(dst, 80), udpSrv)
-				}
+				// As nobody, a flow's reply socket cannot bind port
+				// 80 again: the flow answers through the listener
+				// the supervisor bound, with the source port 80.
+				udpOK(t, hostNS(h), hp(dst, 80), udpSrv)
 			}
 		})
 	}

@@ -409,7 +409,7 @@ func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uin
 	}
 	// The reply socket: exactly the local address and port the peer
 	// reached, so that the peer sees our answers come from there.
-	fd, err := h.replySocket(v6, local, ln.port, ln.ifname, peer, pport, scope, false)
+	fd, via, err := h.replySocket(ln, v6, local, peer, pport, scope)
 	if err != nil {
 		h.ft.Free(i)
 		h.Stats.FlowFailures++
@@ -425,7 +425,7 @@ func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uin
 			guestPort: target, peerPort: pport,
 		},
 		host: peer.As16(), hostPort: pport,
-		fd: int32(fd), inbound: true, hostSent: 1,
+		fd: int32(fd), via: via, via6: ln.v6, inbound: true, hostSent: 1,
 	}
 	if err := h.register(i, &key); err != nil {
 		h.Stats.FlowFailures++

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -149,4 +150,21 @@ func (h *Handler) newSocket(v6, dual, ns bool) (int, error) {
 		return err
 	})
 	return fd, err
+}
+
+// setName writes peer:port into sa as the name for a socket of family v6
+// (an IPv4 peer as an IPv4-mapped address there), or as a sockaddr_in in
+// sa's first bytes, and returns its length.
+func setName(sa *unix.RawSockaddrInet6, peer netip.Addr, port uint16, v6 bool) uint32 {
+	if !v6 {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: peer.Unmap().As4()}
+		p := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		p[0], p[1] = byte(port>>8), byte(port)
+		return unix.SizeofSockaddrInet4
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: peer.As16()}
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	p[0], p[1] = byte(port>>8), byte(port)
+	return unix.SizeofSockaddrInet6
 }

@@ -46,6 +46,12 @@ type spliceFlow struct {
 	fd   [2]int32 // reply socket (the client's side), target socket
 	last int64    // loop time of the last datagram either way
 	pos  int32    // index in Handler.sactive
+	// via: fd[0] is the listener, lent (replySocket): not ours to close
+	// or watch, and what goes back to the client names it (peer, pport;
+	// via6: the listener is IPv6).
+	via, via6 bool
+	pport     uint16
+	peer      [16]byte
 }
 
 // spliceMax is the largest UDP payload (65535 - 8 - 20).
@@ -175,19 +181,22 @@ func (h *Handler) newSplice(ln *listener, peer netip.Addr, pport uint16, local n
 	if err != nil {
 		return flow.None, err
 	}
-	reply, err := h.replySocket(v6, local, ln.port, ln.ifname, peer, pport, 0, ln.ns)
+	reply, via, err := h.replySocket(ln, v6, local, peer, pport, 0)
 	if err != nil {
 		h.ft.Free(i)
 		return flow.None, err
 	}
 	target, err := h.openFlowSocket(tgt.Dst.Is6(), tgt.Src, tgt.SrcPort, "", tgt.Dst, tgt.DstPort, 0, true, tgt.Pif == nat.PifSplice)
 	if err != nil {
-		unix.Close(reply)
+		if !via {
+			unix.Close(reply)
+		}
 		h.ft.Free(i)
 		return flow.None, err
 	}
 	f := &h.splices[i]
-	*f = spliceFlow{fd: [2]int32{int32(reply), int32(target)}, last: h.l.Now(), pos: int32(len(h.sactive))}
+	*f = spliceFlow{fd: [2]int32{int32(reply), int32(target)}, last: h.l.Now(), pos: int32(len(h.sactive)),
+		via: via, via6: ln.v6, pport: pport, peer: peer.As16()}
 	h.sactive = append(h.sactive, i)
 	h.Stats.SplicesCreated++
 	if err := h.ft.Bind(i, 0, key); err != nil {
@@ -195,6 +204,9 @@ func (h *Handler) newSplice(ln *listener, peer netip.Addr, pport uint16, local n
 		return flow.None, err
 	}
 	for s := 0; s < 2; s++ {
+		if s == 0 && via {
+			continue // the listener is watched already
+		}
 		if err := h.l.Add(int(f.fd[s]), unix.EPOLLIN, loop.MakeRef(loop.KindUDPSplice, int(f.fd[s]), uint32(i)<<1|uint32(s))); err != nil {
 			h.closeSplice(i)
 			return flow.None, err
@@ -252,6 +264,9 @@ func (h *Handler) spliceMove(f *spliceFlow, s int) {
 		for j := 0; j < n; j++ {
 			m.SetBuf(j, sp.bufs[j][:m.Hdrs[j].Len])
 		}
+		if s == 1 && f.via {
+			h.viaName(m.Hdrs[:n], netip.AddrFrom16(f.peer), f.pport, f.via6)
+		}
 		sent := 0
 		for sent < n {
 			k, e := sys.Sendmmsg(int(f.fd[1-s]), m.Hdrs[sent:n], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
@@ -269,6 +284,9 @@ func (h *Handler) spliceMove(f *spliceFlow, s int) {
 			sent += k
 			h.Stats.Spliced += uint64(k)
 		}
+		if s == 1 && f.via {
+			clearNames(m.Hdrs[:n]) // the headers serve connected sockets too
+		}
 		if n < len(sp.bufs) {
 			return
 		}
@@ -278,6 +296,9 @@ func (h *Handler) spliceMove(f *spliceFlow, s int) {
 // closeSplice closes loopback flow i's sockets and frees its slot.
 func (h *Handler) closeSplice(i flow.Index) {
 	f := &h.splices[i]
+	if f.via {
+		f.fd[0], f.via = -1, false // the listener's
+	}
 	for s := range f.fd {
 		if f.fd[s] >= 0 {
 			unix.Close(int(f.fd[s]))

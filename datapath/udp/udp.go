@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -67,8 +68,11 @@ type udpFlow struct {
 	host     [16]byte // the peer's real (host-side) address
 	hostPort uint16
 	fd       int32
-	inbound  bool  // created by a datagram on a listener (the peer started)
-	ttl      uint8 // TTL/hop limit set on the socket, as the guest's last datagram
+	// via: fd is the listener's, not the flow's (replySocket): not
+	// ours to close or watch, and sends name the peer (viaName).
+	via, via6 bool  // via6: the lent listener is IPv6 (dual-stack)
+	inbound   bool  // created by a datagram on a listener (the peer started)
+	ttl       uint8 // TTL/hop limit set on the socket, as the guest's last datagram
 	// guestSent, hostSent count datagrams each way, saturating at 2: enough
 	// to tell conntrack's "stream" state.
 	guestSent, hostSent uint8
@@ -125,6 +129,8 @@ type Handler struct {
 	// privWarned: the warning that replies from a port below 1024
 	// cannot be sent was given (replySocket).
 	privWarned bool
+	// viaSA is the peer's name for sends on a lent listener (viaName).
+	viaSA unix.RawSockaddrInet6
 
 	timeout, streamTimeout int64 // ns
 	bufForce               bool  // SO_*BUFFORCE still worth trying
@@ -319,7 +325,14 @@ func (h *Handler) sendRun(f *udpFlow, run [][]byte) {
 	n := g.build(run, maxSegs)
 	sent, retried := 0, false
 	for sent < n {
+		if f.via {
+			// Named each round: a rebuild (noGSO) makes new headers.
+			h.viaName(g.hdrs[sent:n], netip.AddrFrom16(f.host), f.hostPort, f.via6)
+		}
 		m, err := sys.Sendmmsg(int(f.fd), g.hdrs[sent:n], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if f.via {
+			clearNames(g.hdrs[sent:n])
+		}
 		if err == 0 {
 			h.Stats.ToHost += g.count(sent, sent+m)
 			for k := sent; k < sent+m; k++ {
@@ -362,8 +375,10 @@ func asyncError(err unix.Errno) bool {
 // setTTL copies the guest's TTL or hop limit to f's socket.
 func (h *Handler) setTTL(f *udpFlow, ttl uint8) {
 	f.ttl = ttl
-	if ttl == 0 {
-		return // not valid on a socket; the kernel default stays
+	if ttl == 0 || f.via {
+		// 0: not valid on a socket; a lent listener's TTL is not the
+		// flow's to change.
+		return
 	}
 	if f.ep.v6 {
 		unix.SetsockoptInt(int(f.fd), unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, int(ttl))
@@ -473,18 +488,47 @@ func (h *Handler) openFlowSocket(v6 bool, local netip.Addr, port uint16, ifname 
 }
 
 // replySocket opens the socket that answers a host peer from the local
-// address and port the peer reached on a listener (openFlowSocket with the
-// port kept), in pasta's namespace if ns. A listener of a port below 1024
-// was bound by the supervisor at set-up, but the sandboxed process may not
-// bind that port again for a flow: it says so once, at warning level,
-// since those datagrams are then dropped.
-func (h *Handler) replySocket(v6 bool, local netip.Addr, port uint16, ifname string, peer netip.Addr, pport uint16, scope uint32, ns bool) (int, error) {
-	fd, err := h.openFlowSocket(v6, local, port, ifname, peer, pport, scope, false, ns)
-	if errors.Is(err, unix.EACCES) && !h.privWarned {
-		h.privWarned = true
-		logging.Warnf("UDP port %d: answers must come from this port, which the sandboxed process may not bind (a port below 1024): datagrams to it are dropped", port)
+// address and port the peer reached on listener ln (openFlowSocket with
+// the port kept), in pasta's namespace if ln.ns. A listener of a port
+// below 1024 was bound by the supervisor at set-up, and the sandboxed
+// process may not bind that port again for a flow (EACCES): then the flow
+// answers through the listener itself (via true), with the peer named in
+// every send, as the C original does for all of its flows. A listener of
+// the port scan is never lent (it may close while the flow lives); that
+// case is said once, at warning level, since those datagrams are dropped.
+//
+// Returns the descriptor, whether it is the listener's, or the error.
+func (h *Handler) replySocket(ln *listener, v6 bool, local netip.Addr, peer netip.Addr, pport uint16, scope uint32) (int, bool, error) {
+	fd, err := h.openFlowSocket(v6, local, ln.port, ln.ifname, peer, pport, scope, false, ln.ns)
+	if !errors.Is(err, unix.EACCES) {
+		return fd, false, err
 	}
-	return fd, err
+	if !ln.scan {
+		return ln.fd, true, nil
+	}
+	if !h.privWarned {
+		h.privWarned = true
+		logging.Warnf("UDP port %d: answers must come from this port, which the sandboxed process may not bind (a port below 1024): datagrams to it are dropped", ln.port)
+	}
+	return -1, false, err
+}
+
+// viaName points the first n messages of hdrs at the name of peer:port
+// (in h.viaSA, IPv4 peers mapped when the listener is IPv6), for sends on
+// a listener lent to a flow (replySocket); clearNames undoes it.
+func (h *Handler) viaName(hdrs []unix.Mmsghdr, peer netip.Addr, port uint16, v6 bool) {
+	l := setName(&h.viaSA, peer, port, v6)
+	for k := range hdrs {
+		hdrs[k].Hdr.Name = (*byte)(unsafe.Pointer(&h.viaSA))
+		hdrs[k].Hdr.Namelen = l
+	}
+}
+
+// clearNames removes the names viaName set.
+func clearNames(hdrs []unix.Mmsghdr) {
+	for k := range hdrs {
+		hdrs[k].Hdr.Name, hdrs[k].Hdr.Namelen = nil, 0
+	}
 }
 
 // register hooks a new flow with its socket open into the flow table (key
@@ -499,7 +543,10 @@ func (h *Handler) register(i flow.Index, key *flow.Key) error {
 		h.close(i)
 		return err
 	}
-	if err := h.l.Add(int(f.fd), unix.EPOLLIN, loop.MakeRef(loop.KindUDP, int(f.fd), uint32(i))); err != nil {
+	if f.via {
+		// The listener is watched already: the peer's datagrams come
+		// through it and find the flow by its key.
+	} else if err := h.l.Add(int(f.fd), unix.EPOLLIN, loop.MakeRef(loop.KindUDP, int(f.fd), uint32(i))); err != nil {
 		h.close(i)
 		return err
 	}
@@ -515,8 +562,10 @@ func (h *Handler) register(i flow.Index, key *flow.Key) error {
 // close closes flow i's socket and frees its slot.
 func (h *Handler) close(i flow.Index) {
 	f := &h.flows[i]
-	unix.Close(int(f.fd))
-	f.fd = -1
+	if !f.via {
+		unix.Close(int(f.fd))
+	}
+	f.fd, f.via = -1, false
 	last := h.active[len(h.active)-1]
 	h.active[f.pos] = last
 	h.flows[last].pos = f.pos
