@@ -6,6 +6,9 @@ package splice
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -122,13 +125,16 @@ func (h *Handler) fillNSPools() error {
 	return nil
 }
 
-// Refill tops up the socket and pipe pools. The loop's 1 s tick calls it,
+// Refill trims the pipe pool back to its target (pairs closed connections
+// gave back beyond it) and tops up the socket and pipe pools. The loop's
+// 1 s tick calls it,
 // and so does Connect when more than half of a pool is used (as the C
 // original); the namespace is entered only if one of its pools is short.
 func (h *Handler) Refill() {
 	if h.done {
 		return
 	}
+	h.pipes.trim()
 	h.pipes.fill()
 	for side := Host; side <= NS; side++ {
 		if h.socks[side][0].low() || h.socks[side][1].low() {
@@ -154,20 +160,37 @@ type pipePair struct {
 	size [2]int32
 }
 
-// pipePool holds ready pipe pairs, all asked for the same size.
+// pipePool holds ready pipe pairs, all asked for the same size. It is
+// filled to target pairs, and takes back up to twice that from closed
+// connections: a pair given back is one pipe2 and one F_SETPIPE_SZ less
+// for the next connection (a refill after the sandbox may be refused its
+// size, see init).
 type pipePool struct {
 	p      []pipePair
 	n      int // pairs in p[:n]
+	target int // what fill fills to
 	size   int // the size new pipes are asked for
 	logged bool
 }
 
 // init makes the first pool of pairs pipes and chooses the pipe size:
-// maxPipeSize, halved until every pipe takes it, never below the default
-// size of a fresh pipe. Returns the size chosen, or an error if the pipes
-// cannot be made.
+// maxPipeSize, or less so that the pool takes at most a quarter of the
+// per-user budget of pipe pages (fs.pipe-user-pages-soft), halved until
+// every pipe takes it, never below the default size of a fresh pipe.
+//
+// Why the budget: past the soft limit, the kernel gives an unprivileged
+// user's new pipes 2 pages and refuses F_SETPIPE_SZ (EPERM), and the
+// budget is the user's, shared with the user's other processes. A first
+// pool of 32 pairs at 1 MiB took all of 16384 pages, and every pipe made
+// after it held 8 KiB: connections on those moved 8 KiB per splice, at
+// half the throughput and four times the CPU per byte (bench/README.md,
+// "pasta: local connections"). A quarter leaves room for the pipes that
+// connections hold and for refills.
+//
+// Returns the size chosen, or an error if the pipes cannot be made.
 func (pp *pipePool) init(pairs int) (int, error) {
-	pp.p = make([]pipePair, pairs)
+	pp.p = make([]pipePair, 2*pairs)
+	pp.target = pairs
 	for pp.n < pairs {
 		q := &pp.p[pp.n]
 		for d := 0; d < 2; d++ {
@@ -187,7 +210,7 @@ func (pp *pipePool) init(pairs int) (int, error) {
 		return 0, fmt.Errorf("splice: F_GETPIPE_SZ: %w", e)
 	}
 	chosen := 0
-	for size := maxPipeSize; size > def && chosen == 0; size /= 2 {
+	for size := pipeBudget(pairs); size > def && chosen == 0; size /= 2 {
 		if pp.resize(size) {
 			chosen = size
 		}
@@ -200,6 +223,27 @@ func (pp *pipePool) init(pairs int) (int, error) {
 	}
 	pp.size = chosen
 	return chosen, nil
+}
+
+// pipeBudget returns the largest pipe size, a power of two at most
+// maxPipeSize, at which the 2*pairs pipes of a pool take at most a quarter
+// of fs.pipe-user-pages-soft (maxPipeSize if the limit is 0, no limit, or
+// cannot be read). Read once, before the sandbox.
+func pipeBudget(pairs int) int {
+	b, err := os.ReadFile("/proc/sys/fs/pipe-user-pages-soft")
+	if err != nil {
+		return maxPipeSize
+	}
+	pages, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pages <= 0 {
+		return maxPipeSize
+	}
+	limit := pages * os.Getpagesize() / 4 / (2 * pairs)
+	size := maxPipeSize
+	for size > limit && size > 1 {
+		size /= 2
+	}
+	return size
 }
 
 // resize sets every pooled pipe to size, recording each one's capacity.
@@ -222,7 +266,7 @@ func (pp *pipePool) resize(size int) bool {
 // close-on-exec and asked for the chosen size; a pipe the kernel will not
 // grow (after the sandbox, unprivileged) keeps the capacity it has.
 func (pp *pipePool) fill() {
-	for pp.n < len(pp.p) {
+	for pp.n < pp.target {
 		q := &pp.p[pp.n]
 		ok := true
 		for d := 0; d < 2 && ok; d++ {
@@ -282,8 +326,18 @@ func (pp *pipePool) put(q *pipePair) bool {
 	return true
 }
 
+// trim closes the pairs given back beyond the target (Refill, every
+// second): the pool keeps them only while connections come and go.
+func (pp *pipePool) trim() {
+	for pp.n > pp.target {
+		pp.n--
+		closePipe(&pp.p[pp.n].fd[0])
+		closePipe(&pp.p[pp.n].fd[1])
+	}
+}
+
 // low reports whether more than half of the pool is used.
-func (pp *pipePool) low() bool { return pp.n < len(pp.p)/2 }
+func (pp *pipePool) low() bool { return pp.n < pp.target/2 }
 
 // close closes the pooled pipes.
 func (pp *pipePool) close() {
