@@ -27,6 +27,7 @@ package fwd
 
 import (
 	"fmt"
+	"gopasst/datapath/logging"
 	"iter"
 	"net/netip"
 	"strconv"
@@ -350,4 +351,26 @@ func (s *Spec) ScanChanges(want Ports, listening func(rule int, port uint16) boo
 			}
 		}
 	}
+}
+
+// Exhausted says once, at warning level, that descriptors ran out for
+// listeners (err names the port), and that the ports open so far stay
+// forwarded. A nil budget says it every time.
+func (b *Budget) Exhausted(err error) {
+	if b != nil {
+		if b.Warned {
+			return
+		}
+		b.Warned = true
+	}
+	logging.Warnf("%v: the ports opened so far stay forwarded, the others are not (raise the limit: ulimit -n)", err)
+}
+
+// SideName names where a listener is, for logs: pasta's namespace (ns)
+// or the host.
+func SideName(ns bool) string {
+	if ns {
+		return "namespace"
+	}
+	return "host"
 }

@@ -71,7 +71,7 @@ func (h *Handler) Listen(spec *fwd.Spec, ns bool) error {
 		opened, err := h.listen(spec, l, ns, false)
 		switch {
 		case errors.Is(err, errNoFDs):
-			h.warnFDs(err)
+			h.Budget.Exhausted(err)
 			return nil
 		case err != nil && l.Flags&fwd.Weak != 0:
 			// One line per port of "all" would be a thousand lines
@@ -91,18 +91,6 @@ func (h *Handler) Listen(spec *fwd.Spec, ns bool) error {
 		}
 	}
 	return nil
-}
-
-// warnFDs says once that ports are left unforwarded for want of
-// descriptors.
-func (h *Handler) warnFDs(err error) {
-	if h.Budget != nil {
-		if h.Budget.Warned {
-			return
-		}
-		h.Budget.Warned = true
-	}
-	logging.Warnf("%v: the ports opened so far stay forwarded, the others are not (raise the limit: ulimit -n)", err)
 }
 
 // listen opens and registers the socket of listener l of spec, on the host
@@ -179,28 +167,20 @@ func (h *Handler) SyncScan(spec *fwd.Spec, ns bool, want *procnet.Ports) {
 	spec.ScanChanges(want, listening, func(l fwd.Listener, open bool) bool {
 		if !open {
 			h.closeListener(h.scanned[scanKey{spec, l.Rule, l.Port}])
-			logging.Debugf("auto: closed %s port %d (%s)", "UDP", l.Port, sideName(ns))
+			logging.Debugf("auto: closed %s port %d (%s)", "UDP", l.Port, fwd.SideName(ns))
 			return true
 		}
 		if _, err := h.listen(spec, l, ns, true); err != nil {
 			if errors.Is(err, errNoFDs) {
-				h.warnFDs(err)
+				h.Budget.Exhausted(err)
 				return false
 			}
 			logging.Debugf("auto: %v", err)
 		} else {
-			logging.Debugf("auto: listening on %s port %d (%s)", "UDP", l.Port, sideName(ns))
+			logging.Debugf("auto: listening on %s port %d (%s)", "UDP", l.Port, fwd.SideName(ns))
 		}
 		return true
 	})
-}
-
-// sideName names where a listener is, for logs.
-func sideName(ns bool) string {
-	if ns {
-		return "namespace"
-	}
-	return "host"
 }
 
 // Listening adds to p the ports of our listeners in pasta's namespace (ns)
