@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -330,6 +331,15 @@ func listeningTCP(pid, port int) error {
 // reason, where the kernel lacks what the probe needs.
 func TestPastaSockmap(t *testing.T) {
 	peer := gopasstPeer(t)
+	// Refused while the accelerator has a known defect (cmd/passt's
+	// notImplemented): then say so, and check that the refusal is the
+	// one clear line the house promises.
+	if out, err := exec.Command(peer.Pasta, "--accel-sockmap", "-f", "--", "true").CombinedOutput(); strings.Contains(string(out), "not implemented yet") {
+		if lines := nonEmptyLines(string(out)); err == nil || len(lines) != 1 {
+			t.Fatalf("--accel-sockmap refused, but not in one line with status 1: %v, %q", err, out)
+		}
+		t.Skipf("pasta refuses --accel-sockmap: %s", strings.TrimSpace(string(out)))
+	}
 	w := newSpliceWorld(t, peer, modeAttachRoot, "--accel-sockmap", "-d")
 	out := ""
 	nstest.Poll(5*time.Second, func() bool {
@@ -349,7 +359,12 @@ func TestPastaSockmap(t *testing.T) {
 		t.Run(path.name+"/reset", func(t *testing.T) { w.reset(t, path, true) })
 		t.Run(path.name+"/sequential", func(t *testing.T) { w.sequential(t, path, 300) })
 	}
-	if out := w.p.Proc.Output(); strings.Contains(out, "accelerator refused") {
-		t.Errorf("the accelerator refused connections:\n%s", out)
+	// A refusal is the designed fallback (splice) for a socket the
+	// kernel will not put in a sockhash, e.g. one whose peer closed
+	// already (EOPNOTSUPP outside ESTABLISHED); any other is a defect.
+	for _, l := range strings.Split(w.p.Proc.Output(), "\n") {
+		if strings.Contains(l, "accelerator refused") && !strings.Contains(l, "operation not supported") {
+			t.Errorf("the accelerator refused a connection: %s", l)
+		}
 	}
 }
