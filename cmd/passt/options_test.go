@@ -224,6 +224,16 @@ func TestParseOK(t *testing.T) {
 			}
 		}},
 		{"repair-path none", config.ModePasst, []string{"--repair-path", "none"}, func(t *testing.T, c *config.Config) {}},
+		{"vhost-user", config.ModePasst, []string{"--vhost-user", "-s", "/tmp/vu.sock", "-1", "--repair-path", "none"}, func(t *testing.T, c *config.Config) {
+			if !c.VhostUser || c.Socket != "/tmp/vu.sock" || !c.OneOff {
+				t.Errorf("vhost-user %v socket %q one-off %v", c.VhostUser, c.Socket, c.OneOff)
+			}
+		}},
+		{"print-capabilities", config.ModePasst, []string{"--print-capabilities"}, func(t *testing.T, c *config.Config) {
+			if !c.PrintCapabilities {
+				t.Error("not set")
+			}
+		}},
 		{"protocol flags", config.ModePasst, []string{"--no-icmp", "--no-dhcp", "--no-ra", "--freebind", "--no-map-gw", "-1"},
 			func(t *testing.T, c *config.Config) {
 				if !c.NoICMP || !c.NoNDP || !c.NoDHCP || !c.NoRA || !c.Freebind || !c.NoMapGW || !c.OneOff {
@@ -354,7 +364,9 @@ func TestParseErrors(t *testing.T) {
 		{config.ModePasta, []string{"-s", "/tmp/x"}, "pasta: -s is for passt mode only"},
 		{config.ModePasta, []string{"-1"}, "pasta: -1 is for passt mode only"},
 		{config.ModePasta, []string{"--vhost-user"}, "pasta: --vhost-user is for passt mode only"},
-		{config.ModePasst, []string{"--vhost-user"}, "passt: --vhost-user: not implemented yet"},
+		{config.ModePasst, []string{"--vhost-user", "--migrate-exit"}, "passt: --migrate-exit: not implemented yet"},
+		{config.ModePasst, []string{"--repair-path", "/tmp/r", "--vhost-user"}, "passt: --repair-path: not implemented yet"},
+		{config.ModePasst, []string{"--vhost-user", "--migrate-no-linger"}, "passt: --migrate-no-linger: not implemented yet"},
 		{config.ModePasst, []string{"--stats", "1"}, "passt: --stats: not implemented yet"},
 		{config.ModePasst, []string{"--stats", "x"}, `passt: --stats: invalid value "x": want a number of seconds`},
 		{config.ModePasst, []string{"--migrate-exit"}, "passt: --migrate-exit: is for vhost-user mode only"},

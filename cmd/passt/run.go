@@ -19,6 +19,7 @@ import (
 	"gopasst/datapath/splice"
 	"gopasst/datapath/sys"
 	"gopasst/datapath/tap"
+	"gopasst/datapath/vhostuser"
 	"gopasst/isolation"
 	"gopasst/isolation/allow"
 )
@@ -56,6 +57,12 @@ func run(mode config.Mode, args []string) int {
 	setLogLevel(cfg)
 	if len(cfg.NotYet) > 0 {
 		return fail(mode, errors.New(cfg.NotYet[0]))
+	}
+	if cfg.PrintCapabilities {
+		// What libvirt asks a vhost-user back end (the spec's back-end
+		// conventions): the device type, as JSON on stdout.
+		fmt.Print(vhostuser.Capabilities)
+		return 0
 	}
 	// Host discovery logs what it finds (the template interface, local
 	// mode, missing resolvers). A re-executed process finds the same, and
@@ -216,11 +223,32 @@ func setupPasst(cfg *config.Config, pre *icmp.Sockets, capture tap.Pcap) (*engin
 		lfd = fd
 		logging.Infof("UNIX domain socket bound at %s", path)
 		if cfg.Log > config.LogQuiet {
-			isolation.Announce(qemuHint(path))
+			if cfg.VhostUser {
+				isolation.Announce(vhostHint(path))
+			} else {
+				isolation.Announce(qemuHint(path))
+			}
 		}
 	}
-	be := tap.NewStream(lfd, cfd, cfg.OneOff, engine.QueueLen, capture)
+	var be tap.Backend
+	if cfg.VhostUser {
+		be = vhostuser.New(lfd, cfd, cfg.OneOff, engine.QueueLen, capture)
+	} else {
+		be = tap.NewStream(lfd, cfd, cfg.OneOff, engine.QueueLen, capture)
+	}
 	return engine.New(cfg, be, engine.Options{ICMP: pre, Signals: true})
+}
+
+// vhostHint is what passt --vhost-user says once it listens: how to start
+// qemu on the socket at path. Guest RAM must be shared memory; vectors=0
+// keeps qemu 7.2 under TCG from crashing when the guest starts the NIC
+// (msix_set_vector_notifiers, see README).
+func vhostHint(path string) string {
+	return "\nYou can now start qemu (>= 7.2), with memory shared:\n" +
+		"    kvm ... -m 1G -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \\\n" +
+		"      -chardev socket,id=c,path=" + path + " -netdev vhost-user,id=n,chardev=c \\\n" +
+		"      -device virtio-net-pci,netdev=n\n" +
+		"or, with libvirt: <interface type='vhostuser'><backend type='passt'/>...\n"
 }
 
 // qemuHint is what passt says once it listens, as the C original: how to
