@@ -83,6 +83,7 @@ type Stats struct {
 	Messages, Connects, Disconnects  uint64
 	Refused, Starved                 uint64 // front ends refused (one connected); Reserve refusals for want of RX buffers
 	MergedFrames, MaxBuffersPerFrame uint64 // RX frames over more than one chain; the most chains one took
+	DirectOut                        uint64 // RX frames written by their producer straight into guest buffers
 }
 
 // Backend is the vhost-user guest back end: see the theory of operation.
@@ -169,7 +170,11 @@ func (b *Backend) resetSession() {
 		b.vq[q].resetState()
 	}
 	b.up, b.logged = false, 0
-	b.rx.refused = false
+	b.rx.refused, b.rx.poolN, b.rx.backoff, b.rx.misses = false, 0, 0, 0
+	for i := range b.rx.slots {
+		sl := &b.rx.slots[i]
+		sl.nch, sl.direct, sl.view, sl.hdr = 0, false, nil, nil
+	}
 }
 
 // Watch implements tap.Backend: the listener and, if one is connected
@@ -432,8 +437,15 @@ func (b *Backend) handle() (tap.Event, error) {
 		return 0, fmt.Errorf("%s with %d descriptors (want %d)", reqName(req), b.nfds, want)
 	}
 	// Give back what the guest handed us before anything changes: a
-	// remap, a stop.
+	// remap, a stop. RX chains held (rx.go) only for what touches the
+	// RX ring or the memory: qemu re-sends SET_VRING_CALL whenever the
+	// guest masks and unmasks the interrupt, and that needs nothing.
 	b.tx.complete(b)
+	switch req {
+	case reqSetVringCall, reqSetVringErr, reqGetFeatures, reqGetProtocolFeatures, reqGetQueueNum, reqGetStatus, reqSetStatus, reqSendRARP, reqGetMaxMemSlots:
+	default:
+		b.releaseRX()
+	}
 	if logging.Tracing() {
 		logging.Tracef("vhost-user: %s", reqName(req))
 	}

@@ -57,6 +57,7 @@ type frontEnd struct {
 	features uint64
 	events   tap.Event // accumulated from Ready
 	ev       [8]byte   // eventfd values
+	freed    []uint16  // RX chains the back end returned (recvRX), to post again
 }
 
 // newFrontEnd connects a front end to b (whose listener is not used: the
@@ -256,6 +257,15 @@ func (fe *frontEnd) postRX(n int, size uint32) {
 	}
 }
 
+// repostRX posts again the RX chains recvRX saw returned, as a driver
+// refills its ring (their descriptors unchanged).
+func (fe *frontEnd) repostRX() {
+	for _, h := range fe.freed {
+		fe.offer(rxQ, h)
+	}
+	fe.freed = fe.freed[:0]
+}
+
 // usedIdx reads ring q's used index.
 func (fe *frontEnd) usedIdx(q int) uint16 {
 	_, _, u := ringAddr(q)
@@ -283,6 +293,7 @@ func (fe *frontEnd) recvRX(size uint32) (hdrs [][]byte, frames [][]byte) {
 	for fe.usedSeen[rxQ] != fe.usedIdx(rxQ) {
 		id, l := fe.usedEntry(rxQ, fe.usedSeen[rxQ])
 		fe.usedSeen[rxQ]++
+		fe.freed = append(fe.freed, uint16(id))
 		gpa := binary.LittleEndian.Uint64(fe.mem[d+16*uint64(id):])
 		buf := fe.gpaBytes(gpa, int(l))
 		if l < 12 {
@@ -294,6 +305,7 @@ func (fe *frontEnd) recvRX(size uint32) (hdrs [][]byte, frames [][]byte) {
 		for k := 1; k < int(nb); k++ {
 			id, l := fe.usedEntry(rxQ, fe.usedSeen[rxQ])
 			fe.usedSeen[rxQ]++
+			fe.freed = append(fe.freed, uint16(id))
 			gpa := binary.LittleEndian.Uint64(fe.mem[d+16*uint64(id):])
 			f = append(f, fe.gpaBytes(gpa, int(l))...)
 		}

@@ -87,95 +87,116 @@ func FuzzMessages(f *testing.F) {
 // the fuzzer's.
 const (
 	fuzzGPA  = 0x10000
-	fuzzSize = 64 << 10
+	fuzzSize = 256 << 10
 )
 
-func FuzzRings(f *testing.F) {
-	// A sane layout: 16-entry rings at the start, one TX frame, posted
-	// RX buffers; the fuzzer mutates from there.
+// ringSeed is FuzzRings' starting point: a sane layout of 32-entry
+// rings, TX at 0 (descriptors, avail at 2048, used at 3072) with one
+// frame, RX at 4096 with 32 buffers of 4 KiB end to end (a direct view
+// needs 17).
+func ringSeed() []byte {
 	seed := make([]byte, 8192)
-	num := uint16(16)
 	put := func(off int, v uint64, n int) {
 		for i := 0; i < n; i++ {
 			seed[off+i] = byte(v >> (8 * i))
 		}
 	}
-	// TX ring at 0: desc 0..255, avail 256.., used 512..
-	put(0, fuzzGPA+4096, 8)
+	put(0, fuzzGPA+16384, 8)
 	put(8, 12+60, 4)
-	put(256+2, 1, 2)
-	// RX ring at 1024: desc, avail 1280, used 1536; 4 buffers of 512.
-	for i := 0; i < 4; i++ {
-		put(1024+16*i, uint64(fuzzGPA+5120+512*i), 8)
-		put(1024+16*i+8, 512, 4)
-		put(1024+16*i+12, descWrite, 2)
-		put(1280+4+2*i, uint64(i), 2)
+	put(2048+2, 1, 2)
+	for i := 0; i < 32; i++ {
+		put(4096+16*i, uint64(fuzzGPA+65536+4096*i), 8)
+		put(4096+16*i+8, 4096, 4)
+		put(4096+16*i+12, descWrite, 2)
+		put(6144+4+2*i, uint64(i), 2)
 	}
-	put(1280+2, 4, 2)
-	f.Add(uint8(4), uint8(0xff), seed)
-	f.Add(uint8(4), uint8(0), seed)
-	f.Fuzz(func(t *testing.T, sizeLog, feat uint8, data []byte) {
-		num = uint16(1) << (sizeLog % 11)
-		mem := make([]byte, fuzzSize)
-		copy(mem, data)
-		b := New(-1, -1, false, 4, nil)
-		b.conn = 1 << 20 // "connected": no call on it from the datapath
-		defer func() { b.conn = -1; b.Close() }()
-		b.mem.r[0] = region{gpa: fuzzGPA, size: fuzzSize, qva: fuzzGPA, mem: mem}
-		b.mem.n = 1
-		feats := []uint64{fNetMrgRxbuf, fRingEventIdx, fNetGuestCsum, fNetGuestTSO4 | fNetGuestTSO6, fVersion1}
-		for i, v := range feats {
-			if feat&(1<<i) != 0 {
-				b.acked |= v
+	put(6144+2, 32, 2)
+	return seed
+}
+
+func FuzzRings(f *testing.F) {
+	seed := ringSeed()
+	f.Add(uint8(5), uint8(0xff), seed)
+	f.Add(uint8(5), uint8(0x5f), seed)
+	f.Add(uint8(5), uint8(0), seed)
+	f.Add(uint8(4), uint8(0x1f), seed)
+	f.Fuzz(func(t *testing.T, sizeLog, feat uint8, data []byte) { runRings(t, sizeLog, feat, data) })
+}
+
+// TestRingSeedDirect checks that FuzzRings' seed reaches both RX paths
+// and the TX path, so that the fuzzer starts from inside them.
+func TestRingSeedDirect(t *testing.T) {
+	st := runRings(t, 5, 0x5f, ringSeed())
+	if st.DirectOut == 0 || st.FramesOut <= st.DirectOut || st.FramesIn == 0 {
+		t.Fatalf("seed: %+v", st)
+	}
+}
+
+// runRings is FuzzRings' body: a back end over the guest memory data, ring
+// size 1<<(sizeLog%11), features (and ring addresses) from feat, three
+// rounds of Read, Reserve, Commit and Flush. Returns its counters.
+func runRings(t *testing.T, sizeLog, feat uint8, data []byte) Stats {
+	num := uint16(1) << (sizeLog % 11)
+	mem := make([]byte, fuzzSize)
+	copy(mem, data)
+	b := New(-1, -1, false, 4, nil)
+	b.conn = 1 << 20 // "connected": no call on it from the datapath
+	defer func() { b.conn = -1; b.Close() }()
+	b.mem.r[0] = region{gpa: fuzzGPA, size: fuzzSize, qva: fuzzGPA, mem: mem}
+	b.mem.n = 1
+	feats := []uint64{fNetMrgRxbuf, fRingEventIdx, fNetGuestCsum, fNetGuestTSO4 | fNetGuestTSO6, fVersion1}
+	for i, v := range feats {
+		if feat&(1<<i) != 0 {
+			b.acked |= v
+		}
+	}
+	b.vnetLen = 10
+	if b.acked&(fVersion1|fNetMrgRxbuf) != 0 {
+		b.vnetLen = 12
+	}
+	for q, base := range []uint64{4096, 0} {
+		r := &b.vq[q]
+		r.num = uint32(num)
+		r.descAddr, r.availAddr, r.usedAddr, r.addrSet = fuzzGPA+base, fuzzGPA+base+2048, fuzzGPA+base+3072, true
+		if feat&0x80 != 0 && len(data) > 8 {
+			// Ring addresses from the data too: misaligned,
+			// outside, overlapping.
+			r.descAddr = fuzzGPA + uint64(binary.LittleEndian.Uint16(data[0:]))*4
+			r.availAddr = fuzzGPA + uint64(binary.LittleEndian.Uint16(data[2:]))
+			r.usedAddr = fuzzGPA + uint64(binary.LittleEndian.Uint16(data[4:]))*2
+		}
+		r.eventIdx = b.acked&fRingEventIdx != 0
+		r.resolve(&b.mem)
+		r.started, r.enabled = true, true
+	}
+	frames := make([][]byte, 8)
+	bufs := make([][]byte, 4)
+	src := tcpFrame(feat&0x20 != 0, 3000)
+	h := tap.VnetHdr{Flags: tap.VnetNeedsCsum, GSOType: tap.GSOTCPv4, GSOSize: 536, CsumStart: 34, CsumOffset: 16}
+	if feat&0x20 != 0 {
+		h.GSOType, h.CsumStart = tap.GSOTCPv6, 54
+	}
+	for round := 0; round < 3; round++ {
+		n, _ := b.Read(frames)
+		for _, fr := range frames[:n] {
+			if len(fr) < tap.StreamMinFrame || len(fr) > tap.MaxFrame {
+				t.Fatalf("frame of %d bytes handed out", len(fr))
+			}
+			_ = fr[0] + fr[len(fr)-1]
+		}
+		k := b.Reserve(bufs)
+		for i := 0; i < k; i++ {
+			copy(bufs[i], src)
+			if i%2 == 0 {
+				b.CommitOffload(len(src), &h)
+			} else {
+				b.Commit(60 + i*700)
 			}
 		}
-		b.vnetLen = 10
-		if b.acked&(fVersion1|fNetMrgRxbuf) != 0 {
-			b.vnetLen = 12
-		}
-		for q, base := range []uint64{0, 1024} {
-			r := &b.vq[q]
-			r.num = uint32(num)
-			r.descAddr, r.availAddr, r.usedAddr, r.addrSet = fuzzGPA+base, fuzzGPA+base+256, fuzzGPA+base+512, true
-			if feat&0x80 != 0 && len(data) > 8 {
-				// Ring addresses from the data too: misaligned,
-				// outside, overlapping.
-				r.descAddr = fuzzGPA + uint64(binary.LittleEndian.Uint16(data[0:]))*4
-				r.availAddr = fuzzGPA + uint64(binary.LittleEndian.Uint16(data[2:]))
-				r.usedAddr = fuzzGPA + uint64(binary.LittleEndian.Uint16(data[4:]))*2
-			}
-			r.eventIdx = b.acked&fRingEventIdx != 0
-			r.resolve(&b.mem)
-			r.started, r.enabled = true, true
-		}
-		frames := make([][]byte, 8)
-		bufs := make([][]byte, 4)
-		src := tcpFrame(feat&0x20 != 0, 3000)
-		h := tap.VnetHdr{Flags: tap.VnetNeedsCsum, GSOType: tap.GSOTCPv4, GSOSize: 536, CsumStart: 34, CsumOffset: 16}
-		if feat&0x20 != 0 {
-			h.GSOType, h.CsumStart = tap.GSOTCPv6, 54
-		}
-		for round := 0; round < 3; round++ {
-			n, _ := b.Read(frames)
-			for _, fr := range frames[:n] {
-				if len(fr) < tap.StreamMinFrame || len(fr) > tap.MaxFrame {
-					t.Fatalf("frame of %d bytes handed out", len(fr))
-				}
-				_ = fr[0] + fr[len(fr)-1]
-			}
-			k := b.Reserve(bufs)
-			for i := 0; i < k; i++ {
-				copy(bufs[i], src)
-				if i%2 == 0 {
-					b.CommitOffload(len(src), &h)
-				} else {
-					b.Commit(60 + i*700)
-				}
-			}
-			copy(b.Frame(), src)
-			b.Commit(len(src))
-			b.Flush()
-			b.rxKicked()
-		}
-	})
+		copy(b.Frame(), src)
+		b.Commit(len(src))
+		b.Flush()
+		b.rxKicked()
+	}
+	return b.Stats
 }

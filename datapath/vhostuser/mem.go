@@ -123,3 +123,15 @@ func (m *memTable) unmap() {
 	}
 	m.n = 0
 }
+
+// holding returns the region whose host view contains address a, or nil.
+func (m *memTable) holding(a uintptr) *region {
+	for i := 0; i < m.n; i++ {
+		r := &m.r[i]
+		s := addrOf(r.mem)
+		if a >= s && a < s+uintptr(len(r.mem)) {
+			return r
+		}
+	}
+	return nil
+}

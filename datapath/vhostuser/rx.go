@@ -1,9 +1,9 @@
-// Frames towards the guest (the RX ring, queue 0): tap.Out. Producers fill
-// our staging buffers (Frame, Reserve) and each Commit copies the frame at
-// once into the guest's receive buffers, after its virtio-net header, over
-// as many chains as mergeable receive buffers allow; Flush (the end of the
-// loop turn) publishes the used entries and interrupts the guest once for
-// the whole batch.
+// Frames towards the guest (the RX ring, queue 0): tap.Out. Where the
+// guest's receive buffers allow it, Reserve hands out views of them, so
+// that the producer's read from the host socket is the only copy; else
+// producers fill our staging buffers and Commit copies each frame into the
+// guest's buffers at once. Flush (the end of the loop turn) publishes the
+// used entries and interrupts the guest once for the whole batch.
 
 package vhostuser
 
@@ -15,23 +15,41 @@ import (
 
 // Theory of operation
 //
-// Staging. Frame and Reserve hand out buffers of MaxFrame bytes from a
-// ring of queueLen of them, starting at the first uncommitted one; Commit
-// takes them in order. The copy into guest memory happens in Commit, right
-// after the producer wrote the frame (a TCP peek, still in the cache), so
-// a buffer is free again as soon as it is committed: there is no queue of
-// frames to flush, only used entries to publish. One copy from the host
-// socket into the staging buffer, one into the guest: the price of the
-// Out interface's contiguous buffers, since a guest posts receive buffers
-// of a page or two and a 64 KiB frame lands in many of them.
+// Direct views. A producer needs a contiguous buffer of MaxFrame bytes
+// (Out's contract), and a guest posts buffers of a page or two: a view
+// into guest memory exists only where single-buffer chains lie end to end
+// in one region, vnetLen + MaxFrame bytes in all (a test peer that lays
+// its buffers out in order does; a Linux guest does within a page
+// fragment), or one chain is that large. Reserve then takes such chains
+// for the slot (a "run") and hands out run[vnetLen:]; Commit(n) writes the
+// header in front and gives used entries to the chains the frame covers
+// (the last one partly); the rest go back to the pool. Anything else goes
+// through staging: our own MaxFrame buffers, whose Commit copies the frame
+// into chains taken then. After directMisses runs not found in a row, the
+// next directBackoff reservations are staged without looking, so that a
+// guest whose buffers never line up does not pay for the search on every
+// frame.
+//
+// The pool. Chains popped from the avail ring and not used yet (looked
+// at for a run, the tail of a run, taken for a frame that was then
+// dropped) wait in the pool, sorted by where their buffer lies in guest
+// memory, so that a run is found whatever order the guest posted them in
+// (a driver refills in the order we used them, which the runs themselves
+// shuffle). Staged frames take from the pool first. Used entries may come
+// in any order, so holding chains is legal. At Flush, uncommitted runs go
+// back to the pool, and if the pool holds exactly the last chains popped
+// the avail index simply moves back over them (popping writes nothing to
+// guest memory). Before a control message that touches the RX ring or
+// the memory, whatever is held is given back the same way, or else
+// returned used with nothing written (a driver drops such entries), so
+// that GET_VRING_BASE reports a clean index and nothing outlives a remap.
 //
 // Chains per frame. With MRG_RXBUF a frame takes chains until its header
 // and bytes fit, each chain one used entry with the bytes written to it,
 // and num_buffers in the first header says how many; without, one chain
-// must hold it all, or the frame is dropped (the chain is given back to
-// the avail ring: popping is speculative, lastAvail rewinds). The header
-// must fit in the first buffer of the first chain, as every driver lays
-// it out (the C original assumes more).
+// must hold it all, or the frame is dropped (its chain kept as a spare).
+// The header must fit in the first buffer of the first chain, as every
+// driver lays it out (the C original assumes more).
 //
 // Backpressure. Reserve estimates how many frames the posted buffers
 // hold (chains available times the size of the last chain seen, over the
@@ -47,15 +65,42 @@ import (
 // (checksum, then software segmentation into MSS-sized frames, gso.go), so
 // that the guest only ever sees what it agreed to.
 
+const (
+	// maxRun is the most chains one direct view spans: 64 chains of at
+	// least 1 KiB each for a largest frame.
+	maxRun = 64
+	// directMisses runs not found in a row make the next directBackoff
+	// reservations go through staging without looking.
+	directMisses  = 8
+	directBackoff = 256
+	// poolMax is the most chains the pool holds while looking for a run.
+	poolMax = 2 * maxRun
+)
+
+// rxSlot is one buffer a producer fills: staging, or a direct view over
+// a run of chains.
+type rxSlot struct {
+	stage  []byte // MaxFrame bytes of our own
+	direct bool   // view is a run of guest buffers
+	view   []byte // run[vnetLen : vnetLen+MaxFrame]
+	hdr    []byte // run[:vnetLen]
+	nch    int
+	ents   [maxRun]poolEnt // the run's chains, in address order
+}
+
 // rxState is the RX side of the Backend.
 type rxState struct {
-	slots   [][]byte // staging buffers
-	cur     int      // first uncommitted slot
-	refused bool     // Reserve refused for want of buffers: EventWritable due at the next kick with buffers
-	lastCap int      // bytes of the last chain popped: the estimate of a chain's size
+	slots   []rxSlot
+	cur     int  // first uncommitted slot
+	refused bool // Reserve refused for want of buffers: EventWritable due at the next kick with buffers
+	lastCap int  // bytes of the last chain popped: the estimate of a chain's size
+	backoff int  // reservations left before looking for a run again
+	misses  int  // runs not found in a row
 	c       chain
-	heads   [maxQueueSize]uint16 // chains of the frame being written
-	lens    [maxQueueSize]uint32
+	ents    [maxQueueSize]poolEnt // chains of the frame being written
+	lens    [maxQueueSize]uint32  // and the bytes written to each
+	pool    [maxQueueSize]poolEnt // pool[:poolN]: chains popped and not used, in address order
+	poolN   int
 	seg     []byte // software segmentation output (gso.go)
 }
 
@@ -63,11 +108,19 @@ type rxState struct {
 func (s *rxState) init(queueLen int) {
 	queueLen = max(queueLen, 1)
 	mem := make([]byte, queueLen*tap.MaxFrame)
-	s.slots = make([][]byte, queueLen)
+	s.slots = make([]rxSlot, queueLen)
 	for i := range s.slots {
-		s.slots[i] = mem[i*tap.MaxFrame : (i+1)*tap.MaxFrame : (i+1)*tap.MaxFrame]
+		s.slots[i].stage = mem[i*tap.MaxFrame : (i+1)*tap.MaxFrame : (i+1)*tap.MaxFrame]
 	}
 	s.seg = make([]byte, tap.MaxFrame)
+}
+
+// buf returns what slot i hands out.
+func (s *rxSlot) buf() []byte {
+	if s.direct {
+		return s.view
+	}
+	return s.stage
 }
 
 // Offloads implements tap.Out: checksum and TCP segmentation offload,
@@ -80,22 +133,24 @@ func (b *Backend) Offloads() tap.Offloads {
 	return tap.Offloads{Csum: true, TSO: true}
 }
 
-// Frame implements tap.Out: the first uncommitted staging buffer, MaxFrame
+// Frame implements tap.Out: the first uncommitted buffer (a staging
+// buffer, unless a reserved run is still uncommitted there), MaxFrame
 // bytes.
-func (b *Backend) Frame() []byte { return b.rx.slots[b.rx.cur] }
+func (b *Backend) Frame() []byte { return b.rx.slots[b.rx.cur].buf() }
 
-// Reserve implements tap.Out: the next staging buffers, as many as asked
-// and as the guest's posted buffers are estimated to hold, at least one
-// while it has posted any; none while it has none (and EventWritable
-// follows when it posts some). With no guest rings in service it gives
-// them all, and their frames are dropped at Commit, as frames towards an
-// absent guest are.
+// Reserve implements tap.Out: the next buffers, direct views where the
+// guest's buffers allow, as many as asked and as the guest's posted
+// buffers are estimated to hold, at least one while it has posted any;
+// none while it has none (and EventWritable follows when it posts some).
+// With no guest rings in service it gives staging buffers, and their
+// frames are dropped at Commit, as frames towards an absent guest are.
 func (b *Backend) Reserve(bufs [][]byte) int {
 	s := &b.rx
 	n := min(len(bufs), len(s.slots))
-	if b.rxUp() {
+	up := b.rxUp()
+	if up {
 		r := &b.vq[rxQ]
-		p := r.pending()
+		p := r.pending() + s.poolN
 		if p == 0 {
 			// Publish what is done, so that the guest can take it
 			// and refill, and ask to hear when it did.
@@ -114,32 +169,128 @@ func (b *Backend) Reserve(bufs [][]byte) int {
 		n = min(n, max(fit, 1))
 	}
 	for i := 0; i < n; i++ {
-		bufs[i] = b.rx.slots[(s.cur+i)%len(s.slots)]
+		sl := &s.slots[(s.cur+i)%len(s.slots)]
+		if up && !sl.direct && b.pcap == nil {
+			switch {
+			case s.backoff > 0:
+				s.backoff--
+			case b.takeRun(sl):
+				s.misses = 0
+			default:
+				// One miss is usually a hole left by the frame
+				// before, which the next staged frame fills;
+				// many in a row, a guest whose buffers never
+				// line up.
+				s.misses++
+				if s.misses >= directMisses {
+					s.backoff = directBackoff
+				}
+			}
+		}
+		bufs[i] = sl.buf()
 	}
 	return n
 }
 
 // Commit implements tap.Out: the frame in the next uncommitted buffer, n
-// bytes, complete, goes into the guest's buffers now.
-func (b *Backend) Commit(n int) {
-	f := b.rx.slots[b.rx.cur][:n]
-	b.rx.cur = (b.rx.cur + 1) % len(b.rx.slots)
-	b.deliver(f, nil)
-}
+// bytes, complete, goes to the guest now.
+func (b *Backend) Commit(n int) { b.commit(n, nil) }
 
 // CommitOffload implements tap.Out: Commit for a frame with the offloads
 // h describes, carried to the guest in its virtio-net header, or done here
 // if the guest did not negotiate them.
-func (b *Backend) CommitOffload(n int, h *tap.VnetHdr) {
-	f := b.rx.slots[b.rx.cur][:n]
-	b.rx.cur = (b.rx.cur + 1) % len(b.rx.slots)
-	b.deliver(f, h)
+func (b *Backend) CommitOffload(n int, h *tap.VnetHdr) { b.commit(n, h) }
+
+// commit sends the next uncommitted slot's frame, n bytes, offloads h.
+func (b *Backend) commit(n int, h *tap.VnetHdr) {
+	s := &b.rx
+	sl := &s.slots[s.cur]
+	s.cur = (s.cur + 1) % len(s.slots)
+	if !sl.direct {
+		b.deliver(sl.stage[:n], h)
+		return
+	}
+	f := sl.view[:n]
+	if !b.rxUp() {
+		b.releaseRun(sl)
+		b.Stats.DroppedOut++
+		return
+	}
+	if h != nil && h.GSOType != tap.GSONone && !b.guestGSO(h.GSOType) {
+		// Segments go to other chains, maybe these: out of the run
+		// first.
+		copy(sl.stage, f)
+		b.releaseRun(sl)
+		b.deliver(sl.stage[:n], h)
+		return
+	}
+	if b.pcap != nil {
+		b.pcap.Write(f)
+	}
+	if h != nil && h.Flags&tap.VnetNeedsCsum != 0 && b.acked&fNetGuestCsum == 0 {
+		if !completeCsum(f, h) {
+			b.releaseRun(sl)
+			b.dropBadOffload()
+			return
+		}
+		b.Stats.SoftCsum++
+		h = nil
+	}
+	// The chains the frame covers, the last one partly.
+	r := &b.vq[rxQ]
+	total := b.vnetLen + n
+	k := 0
+	for left := total; left > 0; k++ {
+		l := min(left, int(sl.ents[k].l))
+		r.push(sl.ents[k].head, uint32(l))
+		left -= l
+	}
+	b.writeHdr(sl.hdr, h, k)
+	for i := k; i < sl.nch; i++ {
+		b.poolPut(sl.ents[i])
+	}
+	sl.nch, sl.direct, sl.view, sl.hdr = 0, false, nil, nil
+	b.Stats.DirectOut++
+	b.sent(n, k)
+}
+
+// writeHdr writes the virtio-net header for a frame with offloads h (nil:
+// none) over nbuf chains into hdr (vnetLen bytes).
+func (b *Backend) writeHdr(hdr []byte, h *tap.VnetHdr, nbuf int) {
+	var vh [12]byte
+	if h != nil {
+		h.Encode(vh[:])
+	}
+	if b.vnetLen == 12 {
+		binary.LittleEndian.PutUint16(vh[10:], uint16(nbuf))
+	}
+	copy(hdr, vh[:b.vnetLen])
+}
+
+// sent counts a frame of n bytes over nbuf chains.
+func (b *Backend) sent(n, nbuf int) {
+	b.Stats.FramesOut++
+	b.Stats.BytesOut += uint64(n)
+	if nbuf > 1 {
+		b.Stats.MergedFrames++
+		if uint64(nbuf) > b.Stats.MaxBuffersPerFrame {
+			b.Stats.MaxBuffersPerFrame = uint64(nbuf)
+		}
+	}
 }
 
 // Flush implements tap.Out: the used entries of the frames committed, and
 // of the guest's frames read since the last Read, are published, with one
-// interrupt per ring if the guest wants it.
+// interrupt per ring if the guest wants it. Runs reserved and not
+// committed go back to the guest's avail ring where they can.
 func (b *Backend) Flush() {
+	s := &b.rx
+	for i := range s.slots {
+		if s.slots[i].direct {
+			b.releaseRun(&s.slots[i])
+		}
+	}
+	b.rewindPool()
 	b.flushRX()
 	b.tx.complete(b)
 }
@@ -233,20 +384,15 @@ func (b *Backend) deliver1(f []byte, h *tap.VnetHdr) {
 	total := vl + len(f)
 	var hdr []byte // where the header goes, in the first chain's first buffer
 	nbuf := 0
-	off := 0     // bytes of header and frame placed
-	bad := false // a bad chain came between this frame's chains: no rewinding past it
+	off := 0 // bytes of header and frame placed
 	for off < total {
-		switch r.pop(&b.mem, c, true) {
-		case popEmpty:
-			b.rxNoRoom(nbuf, bad, logNoBuffers)
+		e, res, ok := b.takeChain(c)
+		if !ok {
+			b.rxNoRoom(nbuf, r.bad)
 			return
-		case popBroken:
-			b.brokenRing(rxQ)
-			b.Stats.DroppedOut++
-			return
-		case popBad:
+		}
+		if res == popBad {
 			b.badChain(rxQ, c)
-			bad = bad || nbuf > 0
 			continue
 		}
 		if nbuf == 0 {
@@ -272,55 +418,35 @@ func (b *Backend) deliver1(f []byte, h *tap.VnetHdr) {
 			w += k
 		}
 		s.lastCap = c.bytes
-		s.heads[nbuf], s.lens[nbuf] = c.head, uint32(w)
+		s.ents[nbuf], s.lens[nbuf] = e, uint32(w)
 		nbuf++
 		if off < total && !mrg {
-			b.rxNoRoom(nbuf, bad, logTooBig)
+			b.logOnce(logTooBig, "vhost-user: frame larger than the guest's receive buffer (no mergeable buffers): dropped (logged once)")
+			b.rxNoRoom(nbuf, true)
 			return
 		}
 	}
-	var vh [12]byte
-	if h != nil {
-		h.Encode(vh[:])
-	}
-	if vl == 12 {
-		binary.LittleEndian.PutUint16(vh[10:], uint16(nbuf))
-	}
-	copy(hdr, vh[:vl])
+	b.writeHdr(hdr, h, nbuf)
 	for i := 0; i < nbuf; i++ {
-		r.push(s.heads[i], s.lens[i])
+		r.push(s.ents[i].head, s.lens[i])
 	}
-	b.Stats.FramesOut++
-	b.Stats.BytesOut += uint64(len(f))
-	if nbuf > 1 {
-		b.Stats.MergedFrames++
-		if uint64(nbuf) > b.Stats.MaxBuffersPerFrame {
-			b.Stats.MaxBuffersPerFrame = uint64(nbuf)
-		}
-	}
+	b.sent(len(f), nbuf)
 }
 
-// rxNoRoom drops the frame being written, whose nbuf chains are given back
-// to the avail ring: the guest's buffers did not hold it (kind
-// logNoBuffers: none left, which asks for a kick so that producers hear
-// when there are; logTooBig: one chain too short without mergeable
-// buffers). If a bad chain (already returned as used) lies between them
-// (bad), the avail ring cannot rewind past it: they are returned used,
-// with nothing written, instead (the guest drops such entries).
-func (b *Backend) rxNoRoom(nbuf int, bad bool, kind uint32) {
-	r := &b.vq[rxQ]
-	if bad {
-		for i := 0; i < nbuf; i++ {
-			r.push(b.rx.heads[i], 0)
-		}
-	} else {
-		r.lastAvail -= uint16(nbuf)
+// rxNoRoom drops the frame being written, whose nbuf chains go back to
+// the pool: the guest's buffers did not hold it. Unless quiet
+// (the ring broke, or one chain was too short without mergeable
+// buffers), there were none left: kicks are asked for, so that producers
+// hear when there are.
+func (b *Backend) rxNoRoom(nbuf int, quiet bool) {
+	s := &b.rx
+	for i := 0; i < nbuf; i++ {
+		b.poolPut(s.ents[i])
 	}
 	b.Stats.DroppedOut++
-	if kind == logTooBig {
-		b.logOnce(logTooBig, "vhost-user: frame larger than the guest's receive buffer (no mergeable buffers): dropped (logged once)")
+	if quiet {
 		return
 	}
-	b.rx.refused = true
-	r.wantKicks(true)
+	s.refused = true
+	b.vq[rxQ].wantKicks(true)
 }

@@ -55,9 +55,10 @@ const (
 // used entry) and its buffers as host slices in guest memory, in order.
 type chain struct {
 	head   uint16
-	headOK bool // head is an index of the table (a bad chain with a valid head is returned to the guest)
-	n      int  // slices in segs
-	bytes  int  // their total length
+	seq    uint16 // the avail index it was popped from
+	headOK bool   // head is an index of the table (a bad chain with a valid head is returned to the guest)
+	n      int    // slices in segs
+	bytes  int    // their total length
 	segs   [maxSegs][]byte
 	why    string // what was wrong with a bad chain, for the log
 }
@@ -152,15 +153,8 @@ func (r *vring) pending() int {
 	return n
 }
 
-// pop takes the next available chain into c: its buffers, all
-// device-writable (writable) or all device-readable, translated through
-// m as guest physical addresses, split where they cross regions. Every
-// descriptor is read once, into locals, and checked before use: an
-// index, a length, an address outside guest memory, a chain longer than
-// the ring (a loop), an indirect descriptor (not offered), a buffer of
-// the wrong direction make the chain bad (consumed; to be returned to the
-// guest unused if its head is valid); an avail index more than the ring
-// size ahead makes the ring broken.
+// pop takes the next available chain into c: see walk. An avail index
+// more than the ring size ahead makes the ring broken.
 //
 // Preconditions: r.ready().
 func (r *vring) pop(m *memTable, c *chain, writable bool) popResult {
@@ -172,10 +166,24 @@ func (r *vring) pop(m *memTable, c *chain, writable bool) popResult {
 	if uint32(ahead) > r.num {
 		return popBroken
 	}
-	mask := r.num - 1
-	slot := uint32(r.lastAvail) & mask
+	slot := uint32(r.lastAvail) & (r.num - 1)
 	head := binary.LittleEndian.Uint16(r.avail[4+2*slot:])
+	seq := r.lastAvail
 	r.lastAvail++
+	res := r.walk(m, c, head, writable)
+	c.seq = seq
+	return res
+}
+
+// walk reads the chain at head into c: its buffers, all device-writable
+// (writable) or all device-readable, translated through m as guest
+// physical addresses, split where they cross regions. Every descriptor is
+// read once, into locals, and checked before use: an index, a length, an
+// address outside guest memory, a chain longer than the ring (a loop), an
+// indirect descriptor (not offered), a buffer of the wrong direction make
+// the chain bad (popBad: to be returned to the guest unused if its head is
+// valid, c.headOK).
+func (r *vring) walk(m *memTable, c *chain, head uint16, writable bool) popResult {
 	c.n, c.bytes, c.head, c.headOK, c.why = 0, 0, head, false, ""
 	if uint32(head) >= r.num {
 		c.why = "head index out of range"
