@@ -75,7 +75,8 @@ var ErrDone = tap.ErrDone
 // Stats counts what crossed the rings and what went wrong.
 type Stats struct {
 	FramesIn, BytesIn                uint64 // frames from the guest (TX ring)
-	FramesOut, BytesOut, DroppedOut  uint64 // frames to the guest (RX ring); dropped: no buffers, no guest
+	FramesOut, BytesOut, DroppedOut  uint64 // frames to the guest (RX ring); dropped: no buffers, no guest, ...
+	NoRoom                           uint64 // of those dropped: the guest's buffers did not hold the frame
 	BadChains, BrokenRings, BadIn    uint64 // chains dropped; rings stopped; TX frames of a bad length
 	Linearized                       uint64 // TX frames copied out of several buffers
 	SoftCsum, SoftGSO, SoftSegments  uint64 // offloads the guest did not negotiate, done here
@@ -284,6 +285,7 @@ func (b *Backend) down(why string) (tap.Event, error) {
 	b.resetSession()
 	b.Stats.Disconnects++
 	logging.Infof("vhost-user: front end disconnected (%s)", why)
+	logging.Debugf("vhost-user: %+v", b.Stats)
 	if b.oneOff || b.listen < 0 {
 		return 0, ErrDone
 	}

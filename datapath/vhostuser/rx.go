@@ -444,6 +444,7 @@ func (b *Backend) rxNoRoom(nbuf int, quiet bool) {
 		b.poolPut(s.ents[i])
 	}
 	b.Stats.DroppedOut++
+	b.Stats.NoRoom++
 	if quiet {
 		return
 	}
