@@ -42,10 +42,11 @@
 // us exit or index outside the regions.
 //
 // Memory changes. SET_MEM_TABLE may come at any time. Slices into guest
-// memory are held only within one loop callback (a Read's views are done
-// with when the engine's batch ends), and the TX chains read are given
-// back before any control message is applied; RX frames are copied into
-// guest buffers at Commit. So remapping between two callbacks is safe.
+// memory are held only within one loop callback (TX frames are copied out
+// at Read, RX staging copies in at Commit) or, for direct RX views, until
+// the next control message that touches the memory or the RX ring, which
+// takes them back first (rx.go). So remapping between two callbacks is
+// safe.
 package vhostuser
 
 import (
@@ -78,7 +79,7 @@ type Stats struct {
 	FramesOut, BytesOut, DroppedOut  uint64 // frames to the guest (RX ring); dropped: no buffers, no guest, ...
 	NoRoom                           uint64 // of those dropped: the guest's buffers did not hold the frame
 	BadChains, BrokenRings, BadIn    uint64 // chains dropped; rings stopped; TX frames of a bad length
-	Linearized                       uint64 // TX frames copied out of several buffers
+	Linearized                       uint64 // TX frames the guest scattered over several buffers
 	SoftCsum, SoftGSO, SoftSegments  uint64 // offloads the guest did not negotiate, done here
 	Interrupts, Kicks                uint64 // call eventfd writes; kick eventfd reads
 	Messages, Connects, Disconnects  uint64

@@ -1,11 +1,15 @@
 // Frames from the guest (the TX ring, queue 1): tap.Backend's Read. Each
-// chain is a virtio-net header and one frame; the frame is handed out in
-// place in guest memory when it lies in one buffer, copied out into a
-// private buffer when the guest scattered it over several (a Linux guest
-// does for segmentation offload super-frames: headers, then page
-// fragments). The chains are given back to the guest (used entries, one
-// interrupt) once the engine is done with the views: at the next Read, at
-// the end of the loop turn (Flush), and before any control message.
+// chain is a virtio-net header and one frame, copied out of guest memory
+// into a private arena, packed, and handed out from there. The copy is
+// what makes the frame the guest's no more: the demultiplexer validates
+// headers once and the protocols read them again later, and a guest
+// changing its buffer in between (another vCPU) must not make a checked
+// length unchecked; it also joins the pieces a guest scatters a frame in
+// (a Linux guest does for segmentation offload super-frames: headers, then
+// page fragments). It costs one memcpy per frame, where the stream socket
+// costs a kernel copy in and one out. The chains are given back to the
+// guest (used entries, one interrupt) at the next Read, at the end of the
+// loop turn (Flush), and before any control message.
 
 package vhostuser
 
@@ -15,14 +19,14 @@ import (
 
 // txState is the TX side of the Backend.
 type txState struct {
-	heads    [tap.RxBatch]uint16 // chains handed out by the last Read, not given back yet
+	heads    [tap.RxBatch]uint16 // chains read by the last Read, not given back yet
 	pendingN int
-	lin      [tap.RxBatch][]byte // private copies of scattered frames, made at first need
+	arena    []byte // the frames of one Read, packed: RxBatch largest frames, made at the first Read
 	c        chain
 }
 
-// init is here for symmetry with rxState: the copies are allocated at
-// first need, a guest that never scatters a frame never pays for them.
+// init is here for symmetry with rxState: the arena is made at the first
+// Read (its pages are touched only as frames fill them).
 func (s *txState) init() {}
 
 // complete gives back the chains of the last Read (used entries of length
@@ -46,8 +50,8 @@ func (s *txState) complete(b *Backend) {
 }
 
 // Read implements tap.Backend: the frames of the chains the guest made
-// available, at most len(frames) (and tap.RxBatch), as views valid until
-// the next Read. When the ring is empty it asks for kicks again and looks
+// available, at most len(frames) (and tap.RxBatch), as views of our
+// copies valid until the next Read. When the ring is empty it asks for kicks again and looks
 // once more, so that a frame added meanwhile is not left without a kick.
 // A chain whose frame is shorter than an Ethernet header or longer than
 // MaxFrame is dropped and counted; a bad chain too (logged once). err is
@@ -63,6 +67,10 @@ func (b *Backend) Read(frames [][]byte) (int, error) {
 	n := 0
 	rearmed := false
 	c := &s.c
+	if s.arena == nil {
+		s.arena = make([]byte, tap.RxBatch*tap.MaxFrame)
+	}
+	at := 0 // arena bytes used
 	for n < want {
 		switch r.pop(&b.mem, c, false) {
 		case popEmpty:
@@ -88,7 +96,8 @@ func (b *Backend) Read(frames [][]byte) (int, error) {
 		}
 		s.heads[s.pendingN] = c.head
 		s.pendingN++
-		f := b.frameView(c, fl, n)
+		f := b.copyOut(c, fl, s.arena[at:at+fl:at+fl])
+		at += fl
 		frames[n] = f
 		n++
 		b.Stats.FramesIn++
@@ -100,28 +109,24 @@ func (b *Backend) Read(frames [][]byte) (int, error) {
 	return n, nil
 }
 
-// frameView returns the fl frame bytes of chain c after the virtio-net
-// header: in place if they lie in one buffer, else copied into private
-// buffer i.
-func (b *Backend) frameView(c *chain, fl, i int) []byte {
+// copyOut copies the fl frame bytes of chain c, after the virtio-net
+// header, into d (fl bytes) and returns it.
+func (b *Backend) copyOut(c *chain, fl int, d []byte) []byte {
 	skip := b.vnetLen
-	k := 0
-	for ; k < c.n && skip >= len(c.segs[k]); k++ {
-		skip -= len(c.segs[k])
-	}
-	if k < c.n && len(c.segs[k])-skip >= fl {
-		return c.segs[k][skip : skip+fl : skip+fl]
-	}
-	s := &b.tx
-	if s.lin[i] == nil {
-		s.lin[i] = make([]byte, tap.MaxFrame)
-	}
-	d := s.lin[i][:fl]
 	off := 0
-	for ; k < c.n && off < fl; k++ {
-		off += copy(d[off:], c.segs[k][skip:])
+	pieces := 0
+	for k := 0; k < c.n && off < fl; k++ {
+		seg := c.segs[k]
+		if skip >= len(seg) {
+			skip -= len(seg)
+			continue
+		}
+		off += copy(d[off:], seg[skip:])
 		skip = 0
+		pieces++
 	}
-	b.Stats.Linearized++
+	if pieces > 1 {
+		b.Stats.Linearized++
+	}
 	return d
 }
