@@ -51,12 +51,14 @@ import (
 // The header must fit in the first buffer of the first chain, as every
 // driver lays it out (the C original assumes more).
 //
-// Backpressure. Reserve estimates how many frames the posted buffers
-// hold (chains available times the size of the last chain seen, over the
-// largest frame) and gives no more; with none at all it refuses, asks for
-// RX kicks (publishing first, so that the guest has what it needs to
-// refill) and, when the kick comes with buffers, Ready reports
-// EventWritable. A frame that still finds no room at Commit is dropped and
+// Backpressure. Reserve estimates how many largest frames the posted
+// buffers hold (rxFit: chains available times the size of the last chain
+// seen, over the largest frame) and gives no more; when they hold none it
+// refuses, asks for RX kicks (publishing first, so that the guest has
+// what it needs to refill) and, when a kick comes with enough buffers,
+// Ready reports EventWritable. Giving "one while any is posted" instead
+// would hand TCP a 64 KiB buffer for one 4 KiB chain, again and again:
+// each frame dropped, the window spent on nothing. A frame that still finds no room at Commit is dropped and
 // counted, as a full tap queue drops.
 //
 // Offloads. Offloads says Csum and TSO whatever the front end negotiates
@@ -138,10 +140,30 @@ func (b *Backend) Offloads() tap.Offloads {
 // bytes.
 func (b *Backend) Frame() []byte { return b.rx.slots[b.rx.cur].buf() }
 
+// rxFit estimates how many largest frames the chains the guest has
+// posted hold: chains available (posted and held) times the size of the
+// last chain seen, over the largest frame with its header. A guest whose
+// whole ring holds less than one such frame (a small ring of small
+// buffers) gets one frame at a time once at least half its ring is
+// posted: a frame that big cannot reach it, a smaller one can. Without
+// mergeable buffers every chain is one frame.
+func (b *Backend) rxFit() int {
+	r := &b.vq[rxQ]
+	p := r.pending() + b.rx.poolN
+	if b.acked&fNetMrgRxbuf == 0 || b.rx.lastCap == 0 {
+		return p
+	}
+	fit := p * b.rx.lastCap / (b.vnetLen + tap.MaxFrame)
+	if fit == 0 && p > 0 && 2*p >= int(r.num) {
+		fit = 1
+	}
+	return fit
+}
+
 // Reserve implements tap.Out: the next buffers, direct views where the
 // guest's buffers allow, as many as asked and as the guest's posted
-// buffers are estimated to hold, at least one while it has posted any;
-// none while it has none (and EventWritable follows when it posts some).
+// buffers are estimated to hold (rxFit); none while they hold none, and
+// EventWritable follows when the guest has posted enough.
 // With no guest rings in service it gives staging buffers, and their
 // frames are dropped at Commit, as frames towards an absent guest are.
 func (b *Backend) Reserve(bufs [][]byte) int {
@@ -149,24 +171,20 @@ func (b *Backend) Reserve(bufs [][]byte) int {
 	n := min(len(bufs), len(s.slots))
 	up := b.rxUp()
 	if up {
-		r := &b.vq[rxQ]
-		p := r.pending() + s.poolN
-		if p == 0 {
+		fit := b.rxFit()
+		if fit == 0 {
 			// Publish what is done, so that the guest can take it
-			// and refill, and ask to hear when it did.
+			// and refill, and ask to hear when it did; look again
+			// once asked, as it may have refilled meanwhile.
 			b.flushRX()
 			s.refused = true
-			r.wantKicks(true)
-			if p = r.pending(); p == 0 {
+			b.vq[rxQ].wantKicks(true)
+			if fit = b.rxFit(); fit == 0 {
 				b.Stats.Starved++
 				return 0
 			}
 		}
-		fit := p
-		if b.acked&fNetMrgRxbuf != 0 && s.lastCap > 0 {
-			fit = p * s.lastCap / (b.vnetLen + tap.MaxFrame)
-		}
-		n = min(n, max(fit, 1))
+		n = min(n, fit)
 	}
 	for i := 0; i < n; i++ {
 		sl := &s.slots[(s.cur+i)%len(s.slots)]
@@ -308,18 +326,21 @@ func (b *Backend) flushRX() {
 }
 
 // rxKicked handles an RX kick: buffers posted. If a producer was refused
-// and there are buffers now, kicks are suppressed again and producers may
-// go on (EventWritable).
+// and the buffers now hold a frame (rxFit), kicks are suppressed again and
+// producers may go on (EventWritable); else the next post kicks again.
 func (b *Backend) rxKicked() tap.Event {
 	if !b.rx.refused || !b.rxUp() {
 		return 0
 	}
-	r := &b.vq[rxQ]
-	if r.pending() == 0 {
-		return 0
+	if b.rxFit() == 0 {
+		// Not enough yet: the next addition kicks again.
+		b.vq[rxQ].wantKicks(true)
+		if b.rxFit() == 0 {
+			return 0
+		}
 	}
 	b.rx.refused = false
-	r.wantKicks(false)
+	b.vq[rxQ].wantKicks(false)
 	return tap.EventWritable
 }
 

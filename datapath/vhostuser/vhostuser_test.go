@@ -658,3 +658,41 @@ func TestRXDirectSteady(t *testing.T) {
 	}
 	t.Logf("%d frames, %d direct, spares at the end %d", b.Stats.FramesOut, b.Stats.DirectOut, b.rx.poolN)
 }
+
+// TestRXFit checks that Reserve gives no buffer the guest's posted chains
+// cannot hold: with three 4 KiB chains left, a producer that could write
+// 64 KiB gets nothing (and hears when there is room), rather than a
+// buffer whose frame would be dropped.
+func TestRXFit(t *testing.T) {
+	b := newBackend(t)
+	fe := newFrontEnd(t, b)
+	fe.start(allBut)
+	fe.postRX(20, feBufSize)
+	bufs := make([][]byte, 8)
+	for round := 0; round < 2; round++ {
+		n := b.Reserve(bufs)
+		if round == 0 && n == 0 {
+			t.Fatal("Reserve refused with 20 chains posted")
+		}
+		if round == 1 && n != 0 {
+			t.Fatalf("Reserve gave %d buffers for %d chains left", n, b.vq[rxQ].pending()+b.rx.poolN)
+		}
+		if n > 0 {
+			copy(bufs[0], testFrame(65000, 1))
+			b.Commit(65000)
+		}
+		b.Flush()
+	}
+	if b.Stats.DroppedOut != 0 || !b.rx.refused {
+		t.Fatalf("dropped %d, refused %v", b.Stats.DroppedOut, b.rx.refused)
+	}
+	fe.recvRX(feBufSize)
+	fe.repostRX()
+	fe.kickQ(rxQ)
+	if ev, _ := b.Ready(idxKick+rxQ, unix.EPOLLIN); ev&tap.EventWritable == 0 {
+		t.Fatalf("no EventWritable once the guest refilled (%#x)", ev)
+	}
+	if n := b.Reserve(bufs); n == 0 {
+		t.Fatal("Reserve refuses after the refill")
+	}
+}

@@ -274,8 +274,10 @@ func (r *vring) publish() bool {
 }
 
 // wantKicks asks the guest for kicks (on) or tells it they are not
-// needed (off): with event-idx, avail_event is set to the next index we
-// will pop (a kick as soon as anything is added) or left alone; without,
+// needed (off): with event-idx, avail_event is set to the avail index as
+// it stands (a kick as soon as the guest adds anything beyond what it has
+// posted: for RX, the chains already posted may not be enough) or left
+// alone; without,
 // used.flags NO_NOTIFY. A caller turning kicks on must re-check the avail
 // ring afterwards (pending): the guest may have added buffers before it
 // saw the request. The store of used.flags goes with the next publish,
@@ -283,7 +285,8 @@ func (r *vring) publish() bool {
 func (r *vring) wantKicks(on bool) {
 	if r.eventIdx {
 		if on {
-			binary.LittleEndian.PutUint16(r.used[4+8*r.num:], r.lastAvail)
+			idx, _ := r.availIdx()
+			binary.LittleEndian.PutUint16(r.used[4+8*r.num:], idx)
 		}
 	} else {
 		f := uint16(usedNoNotify)
