@@ -87,6 +87,8 @@ var _ = allow.SyscallArg(allow.Passt, "mmap",
 	allow.ArgCheck{Arg: 2, Mask: unix.PROT_EXEC, Value: 0, Name: "prot without PROT_EXEC"},
 	"vhostuser.mapRegion: guest memory regions of SET_MEM_TABLE, PROT_READ|PROT_WRITE, MAP_SHARED (vhost-user)")
 
+var _ = allow.Syscall(allow.Passt, "fstat", "vhostuser.mapRegion: the size of a guest memory region's file, which must hold the region (a mapping past its end is SIGBUS when touched)")
+
 // mapRegion maps the memory of region d from descriptor fd: from file
 // offset 0 for offset+size bytes, read-write and shared (the guest's RAM
 // itself, not a copy), as the C original maps it; offsets need not be
@@ -102,6 +104,18 @@ func mapRegion(fd int, d regionDesc) (region, error) {
 	total := d.offset + d.size
 	if uint64(int(total)) != total {
 		return region{}, fmt.Errorf("memory region: %#x bytes do not fit our address space", total)
+	}
+	// A mapping past the end of its file maps, and every touch of those
+	// pages is SIGBUS, which no Go code recovers from: the file must
+	// hold the whole region. (A front end that truncates the file later
+	// can still do that to us, as to any back end: it is qemu, which we
+	// trust with the memory, not the guest.)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return region{}, fmt.Errorf("memory region: fstat: %w", err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < total {
+		return region{}, fmt.Errorf("memory region: %#x bytes at offset %#x, past the end of its file (%#x bytes)", d.size, d.offset, st.Size)
 	}
 	b, err := unix.Mmap(fd, 0, int(total), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_NORESERVE)
 	if err != nil {

@@ -696,3 +696,29 @@ func TestRXFit(t *testing.T) {
 		t.Fatal("Reserve refuses after the refill")
 	}
 }
+
+// TestMemPastFile checks that a region larger than its file is refused
+// (REPLY_ACK 1): touching a mapping past the end of a file is SIGBUS.
+func TestMemPastFile(t *testing.T) {
+	b := newBackend(t)
+	fe := newFrontEnd(t, b)
+	fe.start(allBut)
+	if err := unix.Ftruncate(fe.memfd, feMemSize/2); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 8+32)
+	binary.NativeEndian.PutUint32(p, 1)
+	binary.NativeEndian.PutUint64(p[8:], feGPA)
+	binary.NativeEndian.PutUint64(p[16:], feMemSize)
+	binary.NativeEndian.PutUint64(p[24:], feQVA)
+	fe.send(reqSetMemTable, flagNeedReply, p, fe.memfd)
+	if v := binary.NativeEndian.Uint64(fe.reply(reqSetMemTable)); v != 1 {
+		t.Fatalf("region past the end of its file acked %d", v)
+	}
+	if b.rxUp() || b.mem.n != 0 {
+		t.Fatal("rings served without memory")
+	}
+	copy(b.Frame(), testFrame(100, 0))
+	b.Commit(100)
+	b.Flush()
+}
