@@ -722,3 +722,40 @@ func TestMemPastFile(t *testing.T) {
 	b.Commit(100)
 	b.Flush()
 }
+
+// TestNoAllocsFallbacks is TestNoAllocs for the paths a less capable
+// guest takes: scattered buffers (staging, no direct view), no offloads
+// (checksums completed and super-frames segmented here), no mergeable
+// buffers, no event-idx.
+func TestNoAllocsFallbacks(t *testing.T) {
+	b := newBackend(t)
+	fe := newFrontEnd(t, b)
+	fe.start(allBut &^ (fNetGuestTSO4 | fNetGuestTSO6 | fNetGuestCsum | fNetMrgRxbuf | fRingEventIdx))
+	src := tcpFrame(true, 1460*6)
+	h := tap.VnetHdr{Flags: tap.VnetNeedsCsum, GSOType: tap.GSOTCPv6, GSOSize: 1460, HdrLen: 74, CsumStart: 54, CsumOffset: 16}
+	bufs := make([][]byte, 2)
+	frames := make([][]byte, 4)
+	f := testFrame(1500, 2)
+	allocs := testing.AllocsPerRun(100, func() {
+		fe.postRXGaps(7, 2048) // 6 segments + 1 frame
+		if n := b.Reserve(bufs); n == 0 {
+			t.Fatal("Reserve refused")
+		}
+		copy(bufs[0], src)
+		b.CommitOffload(len(src), &h)
+		copy(b.Frame(), f)
+		b.Commit(len(f))
+		fe.sendTX(0, f, 700) // scattered
+		b.Read(frames)
+		b.Flush()
+		fe.usedSeen[rxQ] = fe.usedIdx(rxQ)
+		fe.calls(rxQ)
+		fe.calls(txQ)
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per round", allocs)
+	}
+	if b.Stats.SoftSegments < 600 || b.Stats.DirectOut != 0 || b.Stats.DroppedOut != 0 || b.Stats.Linearized < 100 {
+		t.Fatalf("paths not taken: %+v", b.Stats)
+	}
+}
