@@ -240,7 +240,8 @@ func (b *Backend) Ready(idx uint32, events uint32) (tap.Event, error) {
 }
 
 // accept takes a connection from the listener: the front end if none is
-// connected, else closed at once with one log line.
+// connected (or the one connected has hung up: EventDown for it, or
+// ErrDone with oneOff), else closed at once with one log line.
 func (b *Backend) accept() (tap.Event, error) {
 	if b.listen < 0 {
 		return 0, nil
@@ -251,6 +252,18 @@ func (b *Backend) accept() (tap.Event, error) {
 			logging.Debugf("vhost-user socket: accept4: %v", e)
 		}
 		return 0, nil
+	}
+	var ev tap.Event
+	if b.conn >= 0 && b.connGone() {
+		// The front end went and the next one came within one wait
+		// of the loop, which reports the listener first: the old one
+		// ends here, not at its hang-up event.
+		e, err := b.down("hang-up")
+		if err != nil {
+			unix.Close(fd)
+			return 0, err
+		}
+		ev = e
 	}
 	if b.conn >= 0 {
 		unix.Close(fd)
@@ -269,7 +282,21 @@ func (b *Backend) accept() (tap.Event, error) {
 	}
 	b.Stats.Connects++
 	logging.Infof("vhost-user: front end connected")
-	return 0, nil
+	return ev, nil
+}
+
+// connGone reports whether the connected front end has hung up (or its
+// socket failed), with a peek that takes nothing: no control buffer, so
+// that no descriptor it sent is installed by the peek.
+func (b *Backend) connGone() bool {
+	var one [1]byte
+	iov := unix.Iovec{Base: &one[0]}
+	iov.SetLen(1)
+	var mh unix.Msghdr
+	mh.Iov = &iov
+	mh.SetIovlen(1)
+	r, e := sys.Recvmsg(b.conn, &mh, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return (e == 0 && r == 0) || (e != 0 && e != unix.EAGAIN)
 }
 
 var _ = allow.Syscall(allow.Passt, "close", "vhostuser: closing the front end's connection, its eventfds and memory descriptors when replaced or done with (Backend.down, closeFDs, setRingFD, apply)")

@@ -517,6 +517,17 @@ func TestListenAccept(t *testing.T) {
 	if n, _ := unix.Read(c2, buf[:]); n != 0 || b.Stats.Refused != 1 {
 		t.Fatal("second front end not refused")
 	}
+	// The first goes and a third comes before the loop saw the hang-up:
+	// the third is served, the first's end reported.
+	unix.Close(c1)
+	fd, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := b.Ready(idxListen, unix.EPOLLIN); err != nil || ev != tap.EventDown || b.Stats.Connects != 2 || b.Stats.Refused != 1 {
+		t.Fatalf("third front end: %v %v, stats %+v", ev, err, b.Stats)
+	}
 }
 
 func TestNoAllocs(t *testing.T) {
