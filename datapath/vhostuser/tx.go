@@ -65,7 +65,6 @@ func (b *Backend) Read(frames [][]byte) (int, error) {
 	}
 	want := min(len(frames), tap.RxBatch)
 	n := 0
-	rearmed := false
 	c := &s.c
 	if s.arena == nil {
 		s.arena = make([]byte, tap.RxBatch*tap.MaxFrame)
@@ -74,11 +73,16 @@ func (b *Backend) Read(frames [][]byte) (int, error) {
 	for n < want {
 		switch r.pop(&b.mem, c, false) {
 		case popEmpty:
-			if rearmed {
+			// Ask for a kick at the index as it stands now, then
+			// look once more: what the guest added before it saw
+			// the request would get no kick. Each time the ring
+			// runs empty, not only the first: avail_event set once
+			// and then overtaken by the frames read after it would
+			// leave the guest kicking for an index it has passed.
+			r.wantKicks(true)
+			if r.pending() == 0 {
 				return n, nil
 			}
-			r.wantKicks(true)
-			rearmed = true
 			continue
 		case popBroken:
 			b.brokenRing(txQ)
