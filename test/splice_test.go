@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -331,15 +330,6 @@ func listeningTCP(pid, port int) error {
 // reason, where the kernel lacks what the probe needs.
 func TestPastaSockmap(t *testing.T) {
 	peer := gopasstPeer(t)
-	// Refused while the accelerator has a known defect (cmd/passt's
-	// notImplemented): then say so, and check that the refusal is the
-	// one clear line the house promises.
-	if out, err := exec.Command(peer.Pasta, "--accel-sockmap", "-f", "--", "true").CombinedOutput(); strings.Contains(string(out), "not implemented yet") {
-		if lines := nonEmptyLines(string(out)); err == nil || len(lines) != 1 {
-			t.Fatalf("--accel-sockmap refused, but not in one line with status 1: %v, %q", err, out)
-		}
-		t.Skipf("pasta refuses --accel-sockmap: %s", strings.TrimSpace(string(out)))
-	}
 	w := newSpliceWorld(t, peer, modeAttachRoot, "--accel-sockmap", "-d")
 	out := ""
 	nstest.Poll(5*time.Second, func() bool {

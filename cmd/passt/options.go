@@ -28,10 +28,6 @@ import (
 var notImplemented = map[string]bool{
 	"stats":     true, // event statistics
 	"conf-path": true, // -c: run-time configuration socket (pesto)
-	// The sockmap accelerator (datapath/sockmap) duplicated 130928 bytes
-	// of a 64 MiB direction once in CI's TestPastaSockmap under load:
-	// refused until that is understood and fixed.
-	"accel-sockmap": true,
 }
 
 // Limits on option values, as the C original's buffers impose them.

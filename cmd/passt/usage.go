@@ -172,7 +172,7 @@ func usage(mode config.Mode) string {
 			"      --no-splice          Never splice loopback connections",
 			"      --splice-only        Only forward between loopback addresses",
 			"      --host-lo-to-ns-lo   Host loopback forwards reach namespace loopback",
-			"      --accel-sockmap      Spliced TCP moved by an eBPF sockmap (refused for now)")
+			"      --accel-sockmap      Spliced TCP moved by an eBPF sockmap (needs root)")
 	}
 	return b.String()
 }

@@ -83,6 +83,9 @@ type Accel struct {
 	// skipNudge leaves out the nudge after adding a socket to the sources
 	// map: only for the test that shows what the nudge is for.
 	skipNudge bool
+	// onUnpair, if set (tests only), is called by Unpair with the pair's
+	// flow states (a's, b's) and what Read consumed of each socket.
+	onUnpair func(fs [2]flowState, consumed [2]uint64)
 }
 
 // pair is one slot: the two sockets and their cookies, and which of the
@@ -225,7 +228,7 @@ func newAccel(o Options) (*Accel, error) {
 		return nil, fmt.Errorf("%w: creating the flows hash: %w", ErrNotSupported, err)
 	}
 	x.peersFD, x.sourcesFD, x.flowsFD = x.peers.FD(), x.sources.FD(), x.flows.FD()
-	ws, err := writeSeqOffset()
+	layout, err := loadLayout()
 	if err != nil {
 		x.Close()
 		return nil, fmt.Errorf("%w: %w", ErrNotSupported, err)
@@ -240,7 +243,7 @@ func newAccel(o Options) (*Accel, error) {
 	}
 	x.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "gopasst_verdict", Type: ebpf.SkSKB,
 		AttachType: ebpf.AttachSkSKBVerdict, License: programLicense,
-		Instructions: verdict(x.peers, x.flows, ws, int32(budget))})
+		Instructions: verdict(x.peers, x.flows, layout, int32(budget))})
 	if err != nil {
 		x.Close()
 		return nil, fmt.Errorf("%w: loading the sk_skb verdict program: %w", ErrNotSupported, err)
@@ -491,6 +494,12 @@ func (x *Accel) Unpair(a, b int) {
 		return
 	}
 	p := &x.pairs[s]
+	if x.onUnpair != nil {
+		var fs [2]flowState
+		mapLookup(&x.attr, x.flowsFD, unsafe.Pointer(&p.ca), unsafe.Pointer(&fs[0]))
+		mapLookup(&x.attr, x.flowsFD, unsafe.Pointer(&p.cb), unsafe.Pointer(&fs[1]))
+		x.onUnpair(fs, p.consumed)
+	}
 	// Sources first: no program runs for either socket afterwards, so
 	// none can look for a peer that is gone.
 	if p.in&inSourceA != 0 {
@@ -542,6 +551,9 @@ func (x *Accel) held(p *pair, k int) (int64, unix.Errno) {
 	if e := mapLookup(&x.attr, x.flowsFD, unsafe.Pointer(cookie), unsafe.Pointer(&x.flow)); e != 0 {
 		return 0, e
 	}
+	if x.flow.Flags&flowBroken != 0 {
+		return 0, unix.ECONNRESET
+	}
 	w, e := x.written(to)
 	if e != 0 {
 		return 0, e
@@ -569,6 +581,8 @@ func (x *Accel) held(p *pair, k int) (int64, unix.Errno) {
 //     passed up are still on their way: neither read from nor shut to
 //     down; try again on EPOLLOUT of to (the kernel's worker writes into
 //     to as its send buffer drains);
+//   - unix.ECONNRESET: the program could not cut the repeated bytes of an
+//     overlapping skb (see doc.go): the stream cannot go on, reset;
 //   - another errno: of the calls (ECONNRESET, EBADF for unknown sockets).
 //
 // It allocates nothing.
@@ -620,17 +634,22 @@ func (x *Accel) Read(from, to, pipe, n int) (int, unix.Errno) {
 	if e != 0 {
 		return 0, e
 	}
+	// The state after the read: a flowBroken set for any skb the read
+	// took is seen (the program ran before it queued the skb).
+	cookie := &p.ca
+	if k == 1 {
+		cookie = &p.cb
+	}
+	if e := mapLookup(&x.attr, x.flowsFD, unsafe.Pointer(cookie), unsafe.Pointer(&x.flow)); e != 0 {
+		return 0, e
+	}
+	if x.flow.Flags&flowBroken != 0 {
+		return 0, unix.ECONNRESET
+	}
 	if m == 0 {
 		// The end of the stream, unless passed bytes are still on the
 		// psock's backlog (its receive buffer was full): the program
 		// counted them.
-		cookie := &p.ca
-		if k == 1 {
-			cookie = &p.cb
-		}
-		if e := mapLookup(&x.attr, x.flowsFD, unsafe.Pointer(cookie), unsafe.Pointer(&x.flow)); e != 0 {
-			return 0, e
-		}
 		if x.flow.Passed > p.consumed[k] {
 			return 0, unix.EBUSY
 		}

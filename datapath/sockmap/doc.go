@@ -43,7 +43,10 @@
 //
 // The verdict. For each skb (program.go has it in C): no flow state: pass
 // it up (not reached: Pair adds the state first); length 0: drop it;
-// direction already over its budget: pass it up; the peer gone from peers
+// starting before the end of the bytes the socket's earlier skbs carried
+// (the flow state's Next, from TCP's control block of the skb: see
+// "Overlapping skbs" below): cut the repeated front off, and drop the skb
+// if nothing is left; direction already over its budget: pass it up; the peer gone from peers
 // (closed, reset): drop it, as the connection is being torn down anyway;
 // otherwise read the peer's tcp_sock.write_seq (bpf_skc_to_tcp_sock, at
 // the offset the kernel's BTF gives) and, if what the program redirected
@@ -107,11 +110,42 @@
 // counts passed bytes, and Read reports the end of stream only once it
 // has consumed them all (EBUSY otherwise).
 //
+// Overlapping skbs. TCP queues a segment that starts before rcv_nxt and
+// ends after it whole, without cutting its repeated front
+// (tcp_data_queue's "partial packet", and tcp_ofo_queue for one that
+// waited out of order): its readers skip those bytes, as tcp_recvmsg and
+// tcp_read_sock start at copied_seq. tcp_read_skb does not: it takes whole
+// skbs off the receive queue and hands them to the verdict program with
+// no offset (6.18.44), so the bytes such an skb repeats would reach the
+// peer, or Read, a second time. These segments come from retransmissions
+// that cover bytes which did arrive: on loopback, under CPU load, when
+// the receiving socket's backlog or receive buffer overflowed
+// (TcpExtTCPBacklogDrop, TcpExtRcvPruned) and the sender retransmitted
+// another span than was lost. Seen here (TestStress: 64 MiB each way at
+// once, two busy processes on two CPUs) about once in 150 transfers: one
+// segment received twice (65483 bytes on IPv4, 65464 on IPv6, one
+// loopback MSS; CI once saw two), each time exactly the bytes of one skb
+// that started before the end of the previous one, and never such an skb
+// in a transfer that came out right. The program therefore keeps, per
+// socket, the sequence number after the last byte it saw (Next), reads
+// each skb's seq, end_seq and FIN flag from its tcp_skb_cb (through the
+// kfunc bpf_cast_to_kern_ctx, at offsets from the kernel's BTF), and
+// takes the repeated bytes off the skb's front with bpf_skb_adjust_room
+// (at most 0xfff bytes a call, 64 calls at most: 256 KiB) before it
+// redirects or passes the rest; an skb that only repeats is dropped. The
+// cut also keeps copied_seq right, as the kernel advances it by the
+// skb's length after the program. Should a cut fail (more than 256 KiB
+// repeated, no memory), the program marks the flow broken and passes the
+// skb up, and Read resets the connection (ECONNRESET): a reset, never a
+// corrupted stream.
+//
 // # Limits
 //
 // The counts are per direction for the life of the pair; write_seq is
 // compared in 32 bits (serial arithmetic), so any length of connection
-// works. IPv4 and IPv6 alike (the maps hold sockets, not addresses).
+// works. IPv4 and IPv6 alike (the maps hold sockets, not addresses). The
+// program needs the kfunc bpf_cast_to_kern_ctx (6.2) and the kernel's
+// BTF; without them Probe fails and the engine splices alone.
 // Sockets with a ULP (kTLS) are refused by the kernel, and Pair then
 // changes nothing. Pair and Unpair allocate nothing in steady state; Read
 // neither.

@@ -54,9 +54,21 @@ type engine struct {
 // t's cleanup, after the handler closed every connection.
 func newEngine(t testing.TB, x *Accel) *engine {
 	t.Helper()
+	return newEngineOn(t, x, false)
+}
+
+// newEngineOn is newEngine on ::1 (listener, server and both spliced
+// sockets IPv6) if v6, else on 127.0.0.1.
+func newEngineOn(t testing.TB, x *Accel, v6 bool) *engine {
+	t.Helper()
 	e := &engine{t: t, x: x, reqs: make(chan func(), 4), done: make(chan struct{})}
 	var err error
-	if e.srv, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+	if v6 {
+		e.srv, err = net.Listen("tcp6", "[::1]:0")
+	} else {
+		e.srv, err = net.Listen("tcp4", "127.0.0.1:0")
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	e.dst = e.srv.Addr().(*net.TCPAddr).AddrPort()
@@ -70,7 +82,7 @@ func newEngine(t testing.TB, x *Accel) *engine {
 	if e.h, err = splice.New(e.l, o); err != nil {
 		t.Fatal(err)
 	}
-	lfd, port, err := listenRaw()
+	lfd, port, err := listenRawOn(v6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +90,9 @@ func newEngine(t testing.TB, x *Accel) *engine {
 		t.Fatal(err)
 	}
 	e.ln, e.addr = lfd, fmt.Sprintf("127.0.0.1:%d", port)
+	if v6 {
+		e.addr = fmt.Sprintf("[::1]:%d", port)
+	}
 	if e.wake, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +209,7 @@ func (e *engine) close() {
 // server's side of the spliced connection, both with TCP_NODELAY.
 func (e *engine) dial(t testing.TB) (c, s *net.TCPConn) {
 	t.Helper()
-	cc, err := net.DialTimeout("tcp4", e.addr, ioTimeout)
+	cc, err := net.DialTimeout("tcp", e.addr, ioTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,12 +44,20 @@ type world struct {
 
 // listenRaw opens a TCP listener on 127.0.0.1, port chosen by the kernel,
 // in the calling thread's namespace. Returns its descriptor and port.
-func listenRaw() (int, int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+func listenRaw() (int, int, error) { return listenRawOn(false) }
+
+// listenRawOn is listenRaw on ::1 if v6.
+func listenRawOn(v6 bool) (int, int, error) {
+	family := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if v6 {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: [16]byte{15: 1}}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, 0, fmt.Errorf("socket: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("bind: %w", err)
 	}
@@ -57,12 +65,15 @@ func listenRaw() (int, int, error) {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("listen: %w", err)
 	}
-	sa, err := unix.Getsockname(fd)
+	got, err := unix.Getsockname(fd)
 	if err != nil {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("getsockname: %w", err)
 	}
-	return fd, sa.(*unix.SockaddrInet4).Port, nil
+	if v6 {
+		return fd, got.(*unix.SockaddrInet6).Port, nil
+	}
+	return fd, got.(*unix.SockaddrInet4).Port, nil
 }
 
 // newWorld builds a world: client1 and a in the test's namespace, b and
