@@ -40,12 +40,15 @@ import (
 	"gopasst/test/qemu"
 )
 
-// TestMain runs the package's tests, then removes the streampeer build
-// (see streampeerBinary).
+// TestMain runs the package's tests, then removes the streampeer and
+// vhostpeer builds (see streampeerBinary, vhostpeerBinary).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if peerBuild.dir != "" {
 		os.RemoveAll(peerBuild.dir)
+	}
+	if vhostBuild.dir != "" {
+		os.RemoveAll(vhostBuild.dir)
 	}
 	os.Exit(code)
 }
@@ -112,6 +115,9 @@ type passtWorld struct {
 	// worker is passt's datapath process: the sandboxed child of
 	// gopasst's supervisor, or Debian's passt itself.
 	worker int
+	// vhost: passt runs with --vhost-user and the guest is played by
+	// test/vhostpeer instead of test/streampeer (vhost_peer_test.go).
+	vhost bool
 }
 
 // passtResolvers are the nameservers of the host's resolv.conf in these
@@ -184,6 +190,9 @@ func sameNetns(a, b string) (bool, error) {
 func (w *passtWorld) startPasst(t *testing.T, args ...string) {
 	t.Helper()
 	argv := append([]string{w.peer.Passt, "-f", "-s", w.sock, "-P", w.pidFile}, args...)
+	if w.vhost {
+		argv = append(argv[:1], append([]string{"--vhost-user"}, argv[1:]...)...)
+	}
 	w.passt = w.h.Start(t, argv[0], argv[1:]...)
 	w.g.Proc, w.g.PID = w.passt, w.passt.PID()
 	waitPasstListening(t, w.passt, w.pidFile, w.sock)
@@ -207,7 +216,11 @@ func (w *passtWorld) alive(t *testing.T) {
 // is not ready within peerReadyWithin.
 func (w *passtWorld) startPeer(t *testing.T, extra []*os.File, args ...string) *nstest.Proc {
 	t.Helper()
-	cmd := exec.Command(streampeerBinary(t), append([]string{"-netns", w.guest.Path(), "-tap", guestTap}, args...)...)
+	bin := streampeerBinary
+	if w.vhost {
+		bin = vhostpeerBinary
+	}
+	cmd := exec.Command(bin(t), append([]string{"-netns", w.guest.Path(), "-tap", guestTap}, args...)...)
 	cmd.ExtraFiles = extra
 	p := nstest.StartCmd(t, cmd)
 	waitPeerReady(t, p)
@@ -440,56 +453,58 @@ func TestPasstPeerPing(t *testing.T) {
 // maps to the host's loopback) and to the host's lo addresses reach echo
 // servers there, both families, and the echoes come back byte for byte:
 // one small datagram and one of 8000 bytes each.
-func TestPasstPeerUDP(t *testing.T) {
-	forEachPasst(t, func(t *testing.T, w *passtWorld) {
-		w.startPasst(t)
-		w.connectPeer(t)
-		w.configureStatic(t)
-		cases := []struct {
-			name, listen string
-			dst          netip.Addr
-		}{
-			{"gateway-ipv4", "127.0.0.1", nstest.HostGW4},
-			{"gateway-ipv6", "::1", nstest.HostGW6},
-			{"host-lo-ipv4", hostLocal4.String(), hostLocal4},
-			{"host-lo-ipv6", hostLocal6.String(), hostLocal6},
-		}
-		for i, c := range cases {
-			t.Run(c.name, func(t *testing.T) {
-				var srv net.PacketConn
-				if err := w.h.Do(func() error {
-					var err error
-					srv, err = net.ListenPacket("udp", net.JoinHostPort(c.listen, "0"))
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
-				defer srv.Close()
-				go udpEchoServer(srv, make(chan []byte, 1))
-				dst := net.JoinHostPort(c.dst.String(), strconv.Itoa(srv.LocalAddr().(*net.UDPAddr).Port))
-				conn, err := w.g.Dial("udp", dst, 5*time.Second)
+func TestPasstPeerUDP(t *testing.T) { forEachPasst(t, passtUDPEcho) }
+
+// passtUDPEcho is TestPasstPeerUDP's body, for one passt world (also
+// through vhost-user: TestVhostPeerUDP).
+func passtUDPEcho(t *testing.T, w *passtWorld) {
+	w.startPasst(t)
+	w.connectPeer(t)
+	w.configureStatic(t)
+	cases := []struct {
+		name, listen string
+		dst          netip.Addr
+	}{
+		{"gateway-ipv4", "127.0.0.1", nstest.HostGW4},
+		{"gateway-ipv6", "::1", nstest.HostGW6},
+		{"host-lo-ipv4", hostLocal4.String(), hostLocal4},
+		{"host-lo-ipv6", hostLocal6.String(), hostLocal6},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var srv net.PacketConn
+			if err := w.h.Do(func() error {
+				var err error
+				srv, err = net.ListenPacket("udp", net.JoinHostPort(c.listen, "0"))
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			go udpEchoServer(srv, make(chan []byte, 1))
+			dst := net.JoinHostPort(c.dst.String(), strconv.Itoa(srv.LocalAddr().(*net.UDPAddr).Port))
+			conn, err := w.g.Dial("udp", dst, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			for _, size := range []int{32, 8000} {
+				req := make([]byte, size)
+				streamFill(req, uint64(100+i), int64(size))
+				back, err := udpRoundTrip(conn, req, 6*time.Second)
 				if err != nil {
+					err = fmt.Errorf("%d bytes to %s: %w", size, dst, err)
+					if c.dst == nstest.HostGW6 {
+						knownLimit(t, w.np, reasonUDP6Gateway, err)
+					}
 					t.Fatal(err)
 				}
-				defer conn.Close()
-				for _, size := range []int{32, 8000} {
-					req := make([]byte, size)
-					streamFill(req, uint64(100+i), int64(size))
-					back, err := udpRoundTrip(conn, req, 6*time.Second)
-					if err != nil {
-						err = fmt.Errorf("%d bytes to %s: %w", size, dst, err)
-						if c.dst == nstest.HostGW6 {
-							knownLimit(t, w.np, reasonUDP6Gateway, err)
-						}
-						t.Fatal(err)
-					}
-					if !bytes.Equal(back, req) {
-						t.Fatalf("%d bytes to %s: %d bytes came back, or other bytes", size, dst, len(back))
-					}
+				if !bytes.Equal(back, req) {
+					t.Fatalf("%d bytes to %s: %d bytes came back, or other bytes", size, dst, len(back))
 				}
-			})
-		}
-	})
+			}
+		})
+	}
 }
 
 // passtTCPWorld returns w, with passt started (-t PORT) and the guest

@@ -73,6 +73,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"gopasst/test/tapdev"
 )
 
 // Frame bounds on the stream, as passt's: at least an Ethernet header, at
@@ -165,7 +167,7 @@ func peerMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	tap, err := createTap(o.netns, o.tap, o.mac, o.mtu)
+	tap, err := tapdev.Create(o.netns, o.tap, tapdev.Options{MAC: o.mac, MTU: o.mtu})
 	if err != nil {
 		return err
 	}
