@@ -141,12 +141,21 @@ func catalog(p profile, av avail) []config {
 			add(config{label: "gopasst passt", role: report.RoleOurs, mode: "passt", path: "stream", mtu: m, kind: "passt",
 				bin: av.oursPasst, family: "gopasst-passt", tags: []string{"gopasst", "gopasst-passt", "ours", "passt", "stream"}})
 		}
+		// passt --vhost-user, its guest played by test/vhostpeer (the
+		// rings in a memfd, bridged to the guest namespace's tap).
+		for _, m := range p.tapMTUs {
+			add(config{label: labelVhost, role: report.RoleOurs, mode: "passt", path: "vhost-user", mtu: m, kind: "passt",
+				bin: av.oursPasst, family: "gopasst-vhost-user", tags: []string{"gopasst", "gopasst-vhost-user", "ours", "passt", "vhost-user"}})
+		}
 	}
 	return out
 }
 
 // labelCeiling is the stream ceiling's label in the tables.
 const labelCeiling = "stream ceiling"
+
+// labelVhost is the label of gopasst's passt in vhost-user mode.
+const labelVhost = "gopasst passt, vhost-user"
 
 // labelAccel is the label of gopasst's accelerated splice path.
 const labelAccel = "gopasst pasta, accelerated"
@@ -241,6 +250,19 @@ func (e *env) buildPeer() error {
 		return fmt.Errorf("building test/streampeer (go build in %s): %v: %s", e.opts.Bin, err, lastLine(string(b)))
 	}
 	e.peerBin = out
+	// test/vhostpeer, for passt's vhost-user mode: left out (with a note
+	// when that mode is selected) if this tree has none.
+	vout := filepath.Join(e.sockDir, "vhostpeer")
+	vcmd := exec.CommandContext(ctx, "go", "build", "-o", vout, "./test/vhostpeer")
+	vcmd.Dir = e.opts.Bin
+	vcmd.Env = cmd.Env
+	vcmd.SysProcAttr = sysAttr()
+	vcmd.WaitDelay = 2 * time.Second
+	if b, err := vcmd.CombinedOutput(); err != nil {
+		e.note(fmt.Sprintf("building test/vhostpeer (go build in %s): %v: %s: vhost-user left out", e.opts.Bin, err, lastLine(string(b))))
+	} else {
+		e.vhostPeerBin = vout
+	}
 	return nil
 }
 
@@ -463,7 +485,13 @@ const peerReady = 6 * time.Second
 // guest's card and its host thread), and waits for its "ready" line. It
 // gives up early when giveUp (if not nil) reports true.
 func (e *env) startPeer(in *instance, name string, args []string, giveUp func() bool) error {
-	pr, err := e.procs.start(name, e.pin(e.cpuClient, append([]string{e.peerBin}, args...)))
+	return e.startPeerBin(in, name, e.peerBin, args, giveUp)
+}
+
+// startPeerBin is startPeer with the peer's binary bin (test/streampeer's
+// or test/vhostpeer's: the same command line and "ready" line).
+func (e *env) startPeerBin(in *instance, name, bin string, args []string, giveUp func() bool) error {
+	pr, err := e.procs.start(name, e.pin(e.cpuClient, append([]string{bin}, args...)))
 	if err != nil {
 		return errNotWorking{err.Error()}
 	}
@@ -507,13 +535,21 @@ func (e *env) setupPasst(ctx context.Context, in *instance) error {
 	in.undo = append(in.undo, func() { os.Remove(sock) })
 	ports := portList(nsPortIperf, nsPortRR, nsPortCtl)
 	args := []string{in.cfg.bin, "-f", "-s", sock, "--mtu", mtu, "-t", ports, "-u", ports, "--runas", "0"}
+	peerBin, peerName := e.peerBin, "streampeer"
+	if in.cfg.path == "vhost-user" {
+		if e.vhostPeerBin == "" {
+			return errNotWorking{"no test/vhostpeer in this tree"}
+		}
+		args = append(args, "--vhost-user")
+		peerBin, peerName = e.vhostPeerBin, "vhostpeer"
+	}
 	tr, err := e.procs.start(in.cfg.label, e.pin(e.cpuTranslator, args))
 	if err != nil {
 		return errNotWorking{err.Error()}
 	}
 	in.translator = tr
 	peer := []string{"-socket", sock, "-netns", ns.nsPath(), "-tap", guestTap, "-mtu", mtu, "-wait", peerReady.String()}
-	if err := e.startPeer(in, "streampeer", peer, tr.exited); err != nil {
+	if err := e.startPeerBin(in, peerName, peerBin, peer, tr.exited); err != nil {
 		if tr.exited() {
 			return errNotWorking{fmt.Sprintf("exited (%v): %s", tr.err, lastLine(tr.output()))}
 		}

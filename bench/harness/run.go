@@ -216,8 +216,10 @@ type env struct {
 	oursPasta string            // the run's copy of gopasst's pasta
 	oursPasst string            // and of its passt
 	peerBin   string            // test/streampeer, built for the run ("": not needed or not built)
-	hostRR    *proc
-	notes     []string
+	// vhostPeerBin is test/vhostpeer, built with peerBin ("": not built).
+	vhostPeerBin string
+	hostRR       *proc
+	notes        []string
 
 	cpuClient, cpuServer, cpuTranslator int // -1: not pinned
 }

@@ -39,7 +39,7 @@ type Sample struct {
 	Config string             `json:"config"` // label, e.g. "gopasst pasta"
 	Role   string             `json:"role"`
 	Mode   string             `json:"mode"` // "pasta" or "passt"
-	Path   string             `json:"path"` // "tap", "splice" or "stream" (passt's socket)
+	Path   string             `json:"path"` // "tap", "splice", "stream" (passt's socket) or "vhost-user"
 	MTU    int                `json:"mtu"`  // 0 where the path has none (splice, loopback)
 	Row    string             `json:"row"`  // a RowDef ID
 	Value  float64            `json:"value"`

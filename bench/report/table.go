@@ -13,7 +13,7 @@ import (
 type Section struct{ Mode, Path string }
 
 // Sections lists the tables in the order they are published.
-var Sections = []Section{{"pasta", "tap"}, {"pasta", "splice"}, {"passt", "stream"}}
+var Sections = []Section{{"pasta", "tap"}, {"pasta", "splice"}, {"passt", "stream"}, {"passt", "vhost-user"}}
 
 // Heading returns the table's heading.
 func (s Section) Heading() string {
@@ -22,6 +22,8 @@ func (s Section) Heading() string {
 		return "pasta: connections via the tap device"
 	case s.Mode == "pasta" && s.Path == "splice":
 		return "pasta: local connections (loopback, splice path)"
+	case s.Mode == "passt" && s.Path == "vhost-user":
+		return "passt: vhost-user"
 	case s.Mode == "passt":
 		return "passt: guest connections via the stream socket"
 	}
@@ -33,7 +35,7 @@ func (s Section) Heading() string {
 // veth pair too, the kernel's limit between two namespaces, beside the
 // stream path's own ceiling.
 func (s Section) refPaths() []string {
-	if s.Mode == "passt" && s.Path == "stream" {
+	if s.Mode == "passt" {
 		return []string{s.Path, "tap"}
 	}
 	return []string{s.Path}
@@ -108,6 +110,9 @@ func BuildTables(samples []Sample) []Table {
 		own := map[string]bool{} // configurations of the section's mode
 		rows := map[string]bool{}
 		translator, ownRef := false, false
+		if sec.Path == "vhost-user" && !hasPath(samples, sec) {
+			continue // no vhost-user run: no table, whatever stream had
+		}
 		for _, s := range samples {
 			if !inSection(s, sec) {
 				continue
@@ -264,4 +269,15 @@ func FormatRatio(r float64) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f×", r)
+}
+
+// hasPath reports whether samples hold a translator's sample of sec's own
+// mode and path.
+func hasPath(samples []Sample, sec Section) bool {
+	for _, s := range samples {
+		if s.Mode == sec.Mode && s.Path == sec.Path {
+			return true
+		}
+	}
+	return false
 }
