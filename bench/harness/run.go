@@ -67,8 +67,11 @@ type Options struct {
 	Command    string        // the command line, for the record
 	Setup      bool          // run test/setup when tools are missing
 	Neper      string        // directory of neper's tcp_rr, tcp_crr, udp_rr ("": look on PATH)
-	AccelArgs  []string      // gopasst pasta's options for its accelerated splice path (nil: no such column)
-	RRCommand  []string      // how to run the rr tool (set by Run)
+	// NeperSource is neper's source tarball, built (buildNeper) when
+	// Neper is "" and no tcp_rr is on PATH ("": bench/rr then).
+	NeperSource string
+	AccelArgs   []string // gopasst pasta's options for its accelerated splice path (nil: no such column)
+	RRCommand   []string // how to run the rr tool (set by Run)
 }
 
 // envInner carries the options to the re-executed inner process.
@@ -270,6 +273,15 @@ func inner(o Options) int {
 		e.cpuClient, e.cpuServer, e.cpuTranslator = 0, 1, 1
 	}
 	e.neper = neperDir(o.Neper)
+	if e.neper == "" && o.Neper == "" && o.NeperSource != "" {
+		// No neper given or on PATH: build the real one, as our users
+		// run it, rather than fall back to bench/rr.
+		if dir, err := buildNeper(o.NeperSource); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: neper not built (%v): bench/rr serves the RR rows\n", err)
+		} else {
+			e.neper = neperDir(dir)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sig := make(chan os.Signal, 2)
@@ -380,6 +392,38 @@ func (e *env) matrix(ctx context.Context) []report.Sample {
 		}
 	}
 	return samples
+}
+
+// buildNeper builds neper's tcp_rr, tcp_crr and udp_rr from the source
+// tarball src (neper-COMMIT.tar.gz, see /work/shared/tools/README.md)
+// into a cache directory named after it (under $XDG_CACHE_HOME or
+// ~/.cache, gopasst/neper-COMMIT), once: a later run finds the programs
+// there. gcc and make only (2 s); neper warns about a missing libnuma and
+// builds without it. Returns the directory of the programs.
+func buildNeper(src string) (string, error) {
+	if _, err := os.Stat(src); err != nil {
+		return "", fmt.Errorf("neper's source: %w", err)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	name := strings.TrimSuffix(filepath.Base(src), ".tar.gz")
+	dir := filepath.Join(cache, "gopasst", name)
+	if neperDir(filepath.Join(dir, "neper")) != "" {
+		return filepath.Join(dir, "neper"), nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, c := range [][]string{{"tar", "xzf", src, "-C", dir}, {"make", "-s", "-C", filepath.Join(dir, "neper"), "tcp_rr", "tcp_crr", "udp_rr"}} {
+		if out, err := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("%s: %v: %s", strings.Join(c, " "), err, lastLine(string(out)))
+		}
+	}
+	return filepath.Join(dir, "neper"), nil
 }
 
 // neperDir returns the directory holding neper's three RR programs: dir

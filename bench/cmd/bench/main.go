@@ -46,7 +46,8 @@ func main() {
 	pin := flag.Bool("pin", false, "pin the client to CPU 0, server and translator to CPU 1 with taskset (helps on an idle machine, hurts when other processes hold CPUs)")
 	out := flag.String("out", "", "results directory (default: <bin>/bench/results/<date>-<commit>[-quick])")
 	setup := flag.Bool("setup", true, "run <bin>/test/setup when iperf3, pasta or slirp4netns is missing")
-	neper := flag.String("neper", "", "directory of neper's tcp_rr, tcp_crr and udp_rr (default: tcp_rr's on PATH, else bench/rr)")
+	neper := flag.String("neper", "", "directory of neper's tcp_rr, tcp_crr and udp_rr (default: tcp_rr's on PATH, else built from -neper-src, else bench/rr)")
+	neperSrc := flag.String("neper-src", "/work/shared/tools/neper-ea5890f.tar.gz", "neper's source tarball, built into ~/.cache/gopasst when no -neper is given and no tcp_rr is on PATH (\"\": use bench/rr instead)")
 	accel := flag.String("accel", "", "gopasst pasta's options (space-separated) that turn on its accelerated splice path: adds the column \"gopasst pasta, accelerated\" to the splice table")
 	flag.Var(&only, "only", "configurations to run, comma-separated: gopasst, gopasst-tap, gopasst-splice, gopasst-accel, gopasst-passt, debian, debian-pasta, debian-passt, slirp4netns, veth, loopback, ceiling, extra, ours, peer, kernel, tap, splice, passt, stream (default: all)")
 	flag.Var(&tests, "tests", "tests to run, comma-separated: tcp, udp, rr, tcp_rr, tcp_crr, udp_rr, throughput, latency, ipv4, ipv6, in, out, or a row (tcp4-out...) (default: all of the profile)")
@@ -106,6 +107,7 @@ func main() {
 			}
 		}
 	}
+	o.NeperSource = *neperSrc
 	o.OutDir = *out
 	if o.OutDir == "" {
 		name := time.Now().UTC().Format("2006-01-02") + "-" + harness.Commit(abs)
