@@ -118,6 +118,11 @@ func catalog(p profile, av avail) []config {
 		for _, m := range p.tapMTUs {
 			add(config{label: fmt.Sprintf("passt %s", b), role: report.RoleExtra, mode: "passt", path: "stream", mtu: m, kind: "passt",
 				bin: b, family: "extra-passt-" + strconv.Itoa(i), tags: []string{"extra", "passt", "stream"}})
+			// The same build as a vhost-user back end through
+			// test/vhostpeer: a build without --vhost-user shows as
+			// not working (its refusal in the notes).
+			add(config{label: fmt.Sprintf("passt %s, vhost-user", b), role: report.RoleExtra, mode: "passt", path: "vhost-user", mtu: m, kind: "passt",
+				bin: b, family: "extra-passt-" + strconv.Itoa(i) + "-vhost-user", tags: []string{"extra", "passt", "vhost-user"}})
 		}
 	}
 	if av.oursPasta != "" {

@@ -306,11 +306,11 @@ func TestFilterSelectors(t *testing.T) {
 		want string
 	}{
 		{[]string{"gopasst-passt"}, "gopasst passt/stream"},
-		{[]string{"passt"}, "Debian passt/stream,passt /o/passt/stream,gopasst passt/stream,gopasst passt, vhost-user/vhost-user"},
+		{[]string{"passt"}, "Debian passt/stream,passt /o/passt/stream,passt /o/passt, vhost-user/vhost-user,gopasst passt/stream,gopasst passt, vhost-user/vhost-user"},
 		{[]string{"gopasst-vhost-user"}, "gopasst passt, vhost-user/vhost-user"},
 		{[]string{"stream"}, "stream ceiling/stream,Debian passt/stream,passt /o/passt/stream,gopasst passt/stream"},
 		{[]string{"ceiling"}, "stream ceiling/stream"},
-		{[]string{"passt", "ceiling"}, "stream ceiling/stream,Debian passt/stream,passt /o/passt/stream,gopasst passt/stream,gopasst passt, vhost-user/vhost-user"},
+		{[]string{"passt", "ceiling"}, "stream ceiling/stream,Debian passt/stream,passt /o/passt/stream,passt /o/passt, vhost-user/vhost-user,gopasst passt/stream,gopasst passt, vhost-user/vhost-user"},
 		{[]string{"debian-passt"}, "Debian passt/stream"},
 		{[]string{"kernel"}, "loopback/splice,veth/tap,stream ceiling/stream"},
 		{[]string{"ours"}, "gopasst pasta/tap,gopasst pasta/splice,gopasst passt/stream,gopasst passt, vhost-user/vhost-user"},
@@ -331,7 +331,7 @@ func TestFilterSelectors(t *testing.T) {
 		}
 		n++
 	}
-	if n != 10 { // three passts, vhost-user and the ceiling, two MTUs each
-		t.Errorf("-only passt,ceiling -mtu 1500,65520: %d configurations, want 10", n)
+	if n != 12 { // three passts, two vhost-user ones and the ceiling, two MTUs each
+		t.Errorf("-only passt,ceiling -mtu 1500,65520: %d configurations, want 12", n)
 	}
 }
