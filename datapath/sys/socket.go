@@ -230,7 +230,7 @@ func Connect(fd int, sa unsafe.Pointer, l uintptr) unix.Errno {
 	return e
 }
 
-var _ = allow.Syscall(allow.Both, "accept4", "sys.Accept4: inbound TCP connections on forwarded ports (tcp listeners); qemu connecting to passt's socket (tap.Stream.Ready)")
+var _ = allow.Syscall(allow.Both, "accept4", "sys.Accept4: inbound TCP connections on forwarded ports (tcp listeners); qemu connecting to passt's socket, stream or vhost-user (tap.AcceptNext)")
 
 // Accept4 takes a pending connection from listener fd, non-blocking and
 // close-on-exec, storing the peer's address in sa.

@@ -321,6 +321,24 @@ func (s *Stream) Ready(idx uint32, events uint32) (Event, error) {
 
 var _ = allow.Syscall(allow.Passt, "close", "tap.Stream: closing qemu's connection when it went away or broke, and a second one refused at once (Stream.accept, down)")
 
+// AcceptNext takes the next connection from the listening socket listen
+// (non-blocking, close-on-exec), sa receiving the peer's address, for the
+// passt-mode back ends (Stream, and vhost-user's). Returns its descriptor,
+// or -1 when there is none to take: EAGAIN (another wake-up took it),
+// ECONNABORTED (it went before we got it), or EMFILE and the like, where
+// there is nothing to do but try again at the next event, as the C
+// original does (those are logged with -d, as what of the socket).
+func AcceptNext(listen int, sa *unix.RawSockaddrAny, what string) int {
+	fd, e := sys.Accept4(listen, sa)
+	if e != 0 {
+		if e != unix.EAGAIN && e != unix.ECONNABORTED {
+			logging.Debugf("%s: accept4: %v", what, e)
+		}
+		return -1
+	}
+	return fd
+}
+
 // accept takes a connection from the listener: the client if none is
 // connected, else closed at once with one log line. Returns EventUp for a
 // new client, or an error if it cannot be watched.
@@ -328,14 +346,8 @@ func (s *Stream) accept() (Event, error) {
 	if s.listen < 0 {
 		return 0, nil
 	}
-	fd, e := sys.Accept4(s.listen, &s.sa)
-	if e != 0 {
-		// EAGAIN: another wake-up took it; ECONNABORTED: it went before
-		// we got it; EMFILE and the like: nothing to do but try again
-		// at the next event, as the C original does.
-		if e != unix.EAGAIN && e != unix.ECONNABORTED {
-			logging.Debugf("qemu socket: accept4: %v", e)
-		}
+	fd := AcceptNext(s.listen, &s.sa, "qemu socket")
+	if fd < 0 {
 		return 0, nil
 	}
 	if s.conn >= 0 {

@@ -246,11 +246,8 @@ func (b *Backend) accept() (tap.Event, error) {
 	if b.listen < 0 {
 		return 0, nil
 	}
-	fd, e := sys.Accept4(b.listen, &b.sa)
-	if e != 0 {
-		if e != unix.EAGAIN && e != unix.ECONNABORTED {
-			logging.Debugf("vhost-user socket: accept4: %v", e)
-		}
+	fd := tap.AcceptNext(b.listen, &b.sa, "vhost-user socket")
+	if fd < 0 {
 		return 0, nil
 	}
 	var ev tap.Event
