@@ -176,7 +176,7 @@ func peerMain(args []string) error {
 	if o.fd >= 0 {
 		conn, err = inheritedConn(o.fd)
 	} else {
-		conn, err = dialRetry(o.socket, o.wait)
+		conn, err = tapdev.DialRetry(o.socket, o.wait)
 	}
 	if err != nil {
 		return err
@@ -210,27 +210,4 @@ func inheritedConn(fd int) (*net.UnixConn, error) {
 		return nil, fmt.Errorf("-fd %d: a %T, want a UNIX domain socket", fd, c)
 	}
 	return uc, nil
-}
-
-// dialRetryEvery is the pause between two attempts to connect: passt may
-// not have bound its socket yet.
-const dialRetryEvery = 20 * time.Millisecond
-
-// dialRetry connects to the UNIX stream socket at path, retrying every
-// dialRetryEvery while it does not exist or refuses, for up to wait. It
-// returns the connection, or the last error.
-func dialRetry(path string, wait time.Duration) (*net.UnixConn, error) {
-	deadline := time.Now().Add(wait)
-	addr := &net.UnixAddr{Name: path, Net: "unix"}
-	for {
-		c, err := net.DialUnix("unix", nil, addr)
-		if err == nil {
-			return c, nil
-		}
-		retry := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN)
-		if !retry || time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to %s: %w", path, err)
-		}
-		time.Sleep(dialRetryEvery)
-	}
 }

@@ -1,14 +1,18 @@
-// Package tapdev makes the guest's "card" of the test peers
-// (test/streampeer, test/vhostpeer): a tap device created inside the
-// guest's network namespace, whose kernel stack then plays the guest. Only
-// programs under test/ import it.
+// Package tapdev holds what the test peers (test/streampeer,
+// test/vhostpeer) share: the guest's "card", a tap device created inside
+// the guest's network namespace, whose kernel stack then plays the guest,
+// and the connection to the back end's socket (DialRetry). Only programs
+// under test/ import it.
 package tapdev
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"runtime"
+	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -161,4 +165,27 @@ func SetOffload(tap *os.File, flags int) error {
 		return fmt.Errorf("tap: TUNSETOFFLOAD %#x: %w", flags, ierr)
 	}
 	return nil
+}
+
+// dialRetryEvery is the pause between two attempts to connect: the back
+// end may not have bound its socket yet.
+const dialRetryEvery = 20 * time.Millisecond
+
+// DialRetry connects to the UNIX stream socket at path, retrying every
+// dialRetryEvery while it does not exist or refuses, for up to wait. It
+// returns the connection, or the last error.
+func DialRetry(path string, wait time.Duration) (*net.UnixConn, error) {
+	deadline := time.Now().Add(wait)
+	addr := &net.UnixAddr{Name: path, Net: "unix"}
+	for {
+		c, err := net.DialUnix("unix", nil, addr)
+		if err == nil {
+			return c, nil
+		}
+		retry := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN)
+		if !retry || time.Now().After(deadline) {
+			return nil, fmt.Errorf("connect to %s: %w", path, err)
+		}
+		time.Sleep(dialRetryEvery)
+	}
 }

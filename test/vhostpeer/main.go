@@ -230,26 +230,3 @@ func run(args []string, out io.Writer) error {
 	}
 	return peerMain(o, out)
 }
-
-// dialRetryEvery is the pause between two attempts to connect: the back
-// end may not have bound its socket yet.
-const dialRetryEvery = 20 * time.Millisecond
-
-// dialRetry connects to the UNIX stream socket at path, retrying every
-// dialRetryEvery while it does not exist or refuses, for up to wait. It
-// returns the connection, or the last error.
-func dialRetry(path string, wait time.Duration) (*net.UnixConn, error) {
-	deadline := time.Now().Add(wait)
-	addr := &net.UnixAddr{Name: path, Net: "unix"}
-	for {
-		c, err := net.DialUnix("unix", nil, addr)
-		if err == nil {
-			return c, nil
-		}
-		retry := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN)
-		if !retry || time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to %s: %w", path, err)
-		}
-		time.Sleep(dialRetryEvery)
-	}
-}

@@ -63,7 +63,7 @@ func newSession(o opts) (*session, error) {
 			}
 		}
 	}
-	conn, err := dialRetry(o.socket, o.wait)
+	conn, err := tapdev.DialRetry(o.socket, o.wait)
 	if err != nil {
 		s.close()
 		return nil, err
