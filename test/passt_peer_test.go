@@ -40,53 +40,59 @@ import (
 	"gopasst/test/qemu"
 )
 
-// TestMain runs the package's tests, then removes the streampeer and
-// vhostpeer builds (see streampeerBinary, vhostpeerBinary).
+// TestMain runs the package's tests, then removes the test peers' builds
+// (see peerProgram).
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if peerBuild.dir != "" {
-		os.RemoveAll(peerBuild.dir)
-	}
-	if vhostBuild.dir != "" {
-		os.RemoveAll(vhostBuild.dir)
+	for _, p := range []*peerProgram{streampeerProg, vhostpeerProg} {
+		if p.dir != "" {
+			os.RemoveAll(p.dir)
+		}
 	}
 	os.Exit(code)
 }
 
-// peerBuild is the streampeer binary, built once per test binary run.
-var peerBuild struct {
+// peerProgram is one of the test peers' programs, built once per test
+// binary run.
+type peerProgram struct {
+	pkg string // its package under test/
 	sync.Mutex
 	dir, bin string
 	err      error
 }
 
-// streampeerBinary returns the path of test/streampeer, built the first
-// time it is asked for (go build into a directory under /tmp that TestMain
-// removes); it fails t if the build fails.
-func streampeerBinary(t *testing.T) string {
+var (
+	streampeerProg = &peerProgram{pkg: "streampeer"} // passt's stream socket
+	vhostpeerProg  = &peerProgram{pkg: "vhostpeer"}  // passt --vhost-user
+)
+
+// binary returns the path of p's program, built the first time it is
+// asked for (go build into a directory under /tmp that TestMain removes);
+// it fails t if the build fails.
+func (p *peerProgram) binary(t *testing.T) string {
 	t.Helper()
-	peerBuild.Lock()
-	defer peerBuild.Unlock()
-	if peerBuild.bin == "" && peerBuild.err == nil {
-		dir, err := os.MkdirTemp("", "gopasst-streampeer-")
+	p.Lock()
+	defer p.Unlock()
+	if p.bin == "" && p.err == nil {
+		dir, err := os.MkdirTemp("", "gopasst-"+p.pkg+"-")
 		if err != nil {
 			t.Fatal(err)
 		}
-		peerBuild.dir = dir
-		bin := filepath.Join(dir, "streampeer")
+		p.dir = dir
+		bin := filepath.Join(dir, p.pkg)
 		start := time.Now()
-		out, err := exec.Command("go", "build", "-o", bin, "gopasst/test/streampeer").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", bin, "gopasst/test/"+p.pkg).CombinedOutput()
 		if err != nil {
-			peerBuild.err = fmt.Errorf("building test/streampeer: %v\n%s", err, out)
+			p.err = fmt.Errorf("building test/%s: %v\n%s", p.pkg, err, out)
 		} else {
-			peerBuild.bin = bin
-			t.Logf("built test/streampeer in %v", time.Since(start).Round(time.Millisecond))
+			p.bin = bin
+			t.Logf("built test/%s in %v", p.pkg, time.Since(start).Round(time.Millisecond))
 		}
 	}
-	if peerBuild.err != nil {
-		t.Fatal(peerBuild.err)
+	if p.err != nil {
+		t.Fatal(p.err)
 	}
-	return peerBuild.bin
+	return p.bin
 }
 
 // guestTap is the name of the peer's tap device in the guest namespace.
@@ -216,11 +222,11 @@ func (w *passtWorld) alive(t *testing.T) {
 // is not ready within peerReadyWithin.
 func (w *passtWorld) startPeer(t *testing.T, extra []*os.File, args ...string) *nstest.Proc {
 	t.Helper()
-	bin := streampeerBinary
+	prog := streampeerProg
 	if w.vhost {
-		bin = vhostpeerBinary
+		prog = vhostpeerProg
 	}
-	cmd := exec.Command(bin(t), append([]string{"-netns", w.guest.Path(), "-tap", guestTap}, args...)...)
+	cmd := exec.Command(prog.binary(t), append([]string{"-netns", w.guest.Path(), "-tap", guestTap}, args...)...)
 	cmd.ExtraFiles = extra
 	p := nstest.StartCmd(t, cmd)
 	waitPeerReady(t, p)
@@ -353,18 +359,20 @@ func (w *passtWorld) pingLink(t *testing.T) {
 // TestPasstPeerUdhcpc: busybox udhcpc in the guest gets the host's address
 // /24, the gateway as router and server, MTU 65520 and the host's
 // resolver from passt, and the applied lease carries traffic (ping).
-func TestPasstPeerUdhcpc(t *testing.T) {
-	forEachPasst(t, func(t *testing.T, w *passtWorld) {
-		w.startPasst(t)
-		w.connectPeer(t)
-		env, err := w.udhcpc(t)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkLease4(t, env)
-		checkTapState(t, w.g, nstest.HostAddr4.Addr().String(), 24, "-4", nstest.HostGW4.String())
-		w.pingLink(t)
-	})
+func TestPasstPeerUdhcpc(t *testing.T) { forEachPasst(t, passtUdhcpc) }
+
+// passtUdhcpc is TestPasstPeerUdhcpc's body, for one passt world (through
+// vhost-user too: TestVhostPeerUdhcpc).
+func passtUdhcpc(t *testing.T, w *passtWorld) {
+	w.startPasst(t)
+	w.connectPeer(t)
+	env, err := w.udhcpc(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLease4(t, env)
+	checkTapState(t, w.g, nstest.HostAddr4.Addr().String(), 24, "-4", nstest.HostGW4.String())
+	w.pingLink(t)
 }
 
 // forEachPasst runs fn, for each selected passt, as a subtest with a new
@@ -372,8 +380,19 @@ func TestPasstPeerUdhcpc(t *testing.T) {
 func forEachPasst(t *testing.T, fn func(t *testing.T, w *passtWorld)) {
 	t.Helper()
 	nstest.RequireRoot(t)
-	for _, peer := range passtPeers(t) {
-		t.Run(peer.Name, func(t *testing.T) { fn(t, newPasstWorld(t, peer, passtResolvers)) })
+	forEachPasstIn(t, passtPeers(t), false, fn)
+}
+
+// forEachPasstIn runs fn, for each of peers, as a subtest with a new
+// passtWorld (passt not started yet), in vhost-user mode if vhost.
+func forEachPasstIn(t *testing.T, peers []passtPeer, vhost bool, fn func(t *testing.T, w *passtWorld)) {
+	t.Helper()
+	for _, peer := range peers {
+		t.Run(peer.Name, func(t *testing.T) {
+			w := newPasstWorld(t, peer, passtResolvers)
+			w.vhost = vhost
+			fn(t, w)
+		})
 	}
 }
 
@@ -422,31 +441,35 @@ func TestPasstPeerDhclient6(t *testing.T) {
 // TestPasstPeerSLAAC: the guest's kernel configures IPv6 from passt's
 // router advertisement: a global address in the host's /64 and a default
 // route via a link-local router, which carry traffic (ping).
-func TestPasstPeerSLAAC(t *testing.T) {
+func TestPasstPeerSLAAC(t *testing.T) { forEachPasst(t, passtSLAAC) }
+
+// passtSLAAC is TestPasstPeerSLAAC's body, for one passt world (through
+// vhost-user too: TestVhostPeerSLAAC).
+func passtSLAAC(t *testing.T, w *passtWorld) {
 	prefix := netip.PrefixFrom(nstest.HostAddr6.Addr(), 64).Masked()
-	forEachPasst(t, func(t *testing.T, w *passtWorld) {
-		w.startPasst(t)
-		// accept_ra=2 before the tap exists: its first router
-		// solicitation then already counts.
-		w.guest.Output(t, "sysctl", "-qw", "net.ipv6.conf.default.accept_ra=2")
-		w.connectPeer(t)
-		checkSLAAC(t, w.g.NSCmd, guestTap, prefix)
-		if err := ping(w.g, hostLocal6.String(), 3); err != nil {
-			t.Fatal(err)
-		}
-	})
+	w.startPasst(t)
+	// accept_ra=2 before the tap exists: its first router
+	// solicitation then already counts.
+	w.guest.Output(t, "sysctl", "-qw", "net.ipv6.conf.default.accept_ra=2")
+	w.connectPeer(t)
+	checkSLAAC(t, w.g.NSCmd, guestTap, prefix)
+	if err := ping(w.g, hostLocal6.String(), 3); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestPasstPeerPing: echo requests from the guest to the host's lo
 // addresses and to the gateways (mapped to the host's loopback), both
 // families, are all answered.
-func TestPasstPeerPing(t *testing.T) {
-	forEachPasst(t, func(t *testing.T, w *passtWorld) {
-		w.startPasst(t)
-		w.connectPeer(t)
-		w.configureStatic(t)
-		w.pingBoth(t)
-	})
+func TestPasstPeerPing(t *testing.T) { forEachPasst(t, passtPing) }
+
+// passtPing is TestPasstPeerPing's body, for one passt world (through
+// vhost-user too: TestVhostPeerPing).
+func passtPing(t *testing.T, w *passtWorld) {
+	w.startPasst(t)
+	w.connectPeer(t)
+	w.configureStatic(t)
+	w.pingBoth(t)
 }
 
 // TestPasstPeerUDP: datagrams from the guest to the gateways (which passt
@@ -528,13 +551,15 @@ func passtTCPWorld(t *testing.T, w *passtWorld) *tcpWorld {
 // families; each receiver checks every byte and the SHA-256 of what its
 // sender wrote, and the guest's kernel may have needed at most
 // maxSchedTimeouts retransmission timeouts (see tcpIntegrity).
-func TestPasstPeerTCPIntegrity(t *testing.T) {
-	forEachPasst(t, func(t *testing.T, w *passtWorld) {
-		if w.peer.Name == "debian" {
-			t.Skipf("%s %s", debianVersion, reasonDebianPasstTCP)
-		}
-		tcpIntegrity(t, passtTCPWorld(t, w), 256<<20)
-	})
+func TestPasstPeerTCPIntegrity(t *testing.T) { forEachPasst(t, passtTCPIntegrity) }
+
+// passtTCPIntegrity is TestPasstPeerTCPIntegrity's body, for one passt world (through
+// vhost-user too: TestVhostPeerTCPIntegrity).
+func passtTCPIntegrity(t *testing.T, w *passtWorld) {
+	if w.peer.Name == "debian" {
+		t.Skipf("%s %s", debianVersion, reasonDebianPasstTCP)
+	}
+	tcpIntegrity(t, passtTCPWorld(t, w), 256<<20)
 }
 
 // reasonDebianPasstTCP is why TestPasstPeerTCPIntegrity skips Debian's
@@ -550,18 +575,20 @@ const reasonDebianPasstTCP = "as its pasta: guest-to-host transfers stall with r
 // outbound and inbound over IPv4, moves 4 KiB each way on each (checked
 // byte for byte), closes them all, and passt's datapath process must come
 // back to the descriptors it held before (see tcpWorld.concurrent).
-func TestPasstPeerTCPConcurrent(t *testing.T) {
-	forEachPasst(t, func(t *testing.T, w *passtWorld) {
-		tw := passtTCPWorld(t, w)
-		for _, path := range []tcpPath{tcpPaths[0], tcpPaths[2]} {
-			t.Run(path.name, func(t *testing.T) {
-				if path.inbound && w.peer.Name == "debian" {
-					t.Skipf("%s %s", debianVersion, reasonDebianPasstTCP)
-				}
-				tw.concurrent(t, path, 1000)
-			})
-		}
-	})
+func TestPasstPeerTCPConcurrent(t *testing.T) { forEachPasst(t, passtTCPConcurrent) }
+
+// passtTCPConcurrent is TestPasstPeerTCPConcurrent's body, for one passt world (through
+// vhost-user too: TestVhostPeerTCPConcurrent).
+func passtTCPConcurrent(t *testing.T, w *passtWorld) {
+	tw := passtTCPWorld(t, w)
+	for _, path := range []tcpPath{tcpPaths[0], tcpPaths[2]} {
+		t.Run(path.name, func(t *testing.T) {
+			if path.inbound && w.peer.Name == "debian" {
+				t.Skipf("%s %s", debianVersion, reasonDebianPasstTCP)
+			}
+			tw.concurrent(t, path, 1000)
+		})
+	}
 }
 
 // TestPasstPeerInbound: with -t PORT and -u PORT, a host client connecting
@@ -652,21 +679,23 @@ func dialInRetry(h *nstest.Host, network, addr string) (net.Conn, error) {
 // away (its tap with it), and a second guest (a new tap, another MAC) that
 // connects after it gets a lease again and pings: passt serves the next
 // client with what it learned about the first forgotten.
-func TestPasstPeerReconnect(t *testing.T) {
-	forEachPasst(t, func(t *testing.T, w *passtWorld) {
-		w.startPasst(t)
-		for i, mac := range []string{"02:00:00:00:0a:01", "02:00:00:00:0a:02"} {
-			peer := w.connectPeer(t, "-mac", mac)
-			env, err := w.udhcpc(t)
-			if err != nil {
-				t.Fatalf("client %d: %v", i+1, err)
-			}
-			checkLease4(t, env)
-			w.pingLink(t)
-			w.stopPeer(t, peer)
-			w.alive(t)
+func TestPasstPeerReconnect(t *testing.T) { forEachPasst(t, passtReconnect) }
+
+// passtReconnect is TestPasstPeerReconnect's body, for one passt world (through
+// vhost-user too: TestVhostPeerReconnect).
+func passtReconnect(t *testing.T, w *passtWorld) {
+	w.startPasst(t)
+	for i, mac := range []string{"02:00:00:00:0a:01", "02:00:00:00:0a:02"} {
+		peer := w.connectPeer(t, "-mac", mac)
+		env, err := w.udhcpc(t)
+		if err != nil {
+			t.Fatalf("client %d: %v", i+1, err)
 		}
-	})
+		checkLease4(t, env)
+		w.pingLink(t)
+		w.stopPeer(t, peer)
+		w.alive(t)
+	}
 }
 
 // TestPasstPeerSecondClient: while a guest is connected, a second client
@@ -1245,7 +1274,7 @@ func TestPasstPeerLibvirt(t *testing.T) {
 // byte checked), and the relay exits 0 when one leaves.
 func TestPasstPeerRelay(t *testing.T) {
 	nstest.RequireRoot(t)
-	bin := streampeerBinary(t)
+	bin := streampeerProg.binary(t)
 	dir := sharedTempDir(t, "gopasst-relay-")
 	a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
 	relay := nstest.StartCmd(t, exec.Command(bin, "relay", "-a", a, "-b", b))

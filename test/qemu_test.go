@@ -216,15 +216,7 @@ func TestQemuStream(t *testing.T) {
 // vhost-user.
 func TestQemuVhostUser(t *testing.T) {
 	nstest.RequireRoot(t)
-	var peers []passtPeer
-	for _, p := range passtPeers(t) {
-		if p.Name != "debian" {
-			peers = append(peers, p)
-		}
-	}
-	if len(peers) == 0 {
-		t.Skip("no passt with vhost-user selected: give -bin DIR with -peer gopasst")
-	}
+	peers := vhostPeers(t)
 	guest := needQemuGuest(t)
 	blob := newQemuBlob(t, qemuBlobSize)
 	for _, peer := range peers {
