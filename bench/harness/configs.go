@@ -234,41 +234,44 @@ func (e *env) configs() []config {
 }
 
 // buildPeer builds test/streampeer from the gopasst tree into the run's
-// private directory (e.peerBin): passt's guest and the ceiling's link.
-// The harness runs it as a program, by its documented command line, and
-// never imports it (only test/ imports test/). The build runs without the
-// module proxy (the run's namespace has no network): the tree's own
-// dependencies are in the module cache once gopasst is built.
+// private directory (e.peerBin): passt's guest and the ceiling's link;
+// and test/vhostpeer beside it (e.vhostPeerBin), passt's vhost-user guest.
+// The harness runs them as programs, by their documented command lines,
+// and never imports them (only test/ imports test/).
 func (e *env) buildPeer() error {
 	if e.peerBin != "" {
 		return nil
 	}
-	out := filepath.Join(e.sockDir, "streampeer")
+	bin, err := e.buildTestProgram("streampeer")
+	if err != nil {
+		return err
+	}
+	e.peerBin = bin
+	// test/vhostpeer, for passt's vhost-user mode: left out (with a note
+	// when that mode is selected) if this tree has none.
+	if e.vhostPeerBin, err = e.buildTestProgram("vhostpeer"); err != nil {
+		e.note(fmt.Sprintf("%v: vhost-user left out", err))
+	}
+	return nil
+}
+
+// buildTestProgram builds test/NAME of the gopasst tree into the run's
+// private directory, without the module proxy (the run's namespace has no
+// network: the tree's own dependencies are in the module cache once
+// gopasst is built). Returns the program's path.
+func (e *env) buildTestProgram(name string) (string, error) {
+	out := filepath.Join(e.sockDir, name)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./test/streampeer")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./test/"+name)
 	cmd.Dir = e.opts.Bin
 	cmd.Env = append(os.Environ(), "GOPROXY=off")
 	cmd.SysProcAttr = sysAttr()
 	cmd.WaitDelay = 2 * time.Second
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building test/streampeer (go build in %s): %v: %s", e.opts.Bin, err, lastLine(string(b)))
+		return "", fmt.Errorf("building test/%s (go build in %s): %v: %s", name, e.opts.Bin, err, lastLine(string(b)))
 	}
-	e.peerBin = out
-	// test/vhostpeer, for passt's vhost-user mode: left out (with a note
-	// when that mode is selected) if this tree has none.
-	vout := filepath.Join(e.sockDir, "vhostpeer")
-	vcmd := exec.CommandContext(ctx, "go", "build", "-o", vout, "./test/vhostpeer")
-	vcmd.Dir = e.opts.Bin
-	vcmd.Env = cmd.Env
-	vcmd.SysProcAttr = sysAttr()
-	vcmd.WaitDelay = 2 * time.Second
-	if b, err := vcmd.CombinedOutput(); err != nil {
-		e.note(fmt.Sprintf("building test/vhostpeer (go build in %s): %v: %s: vhost-user left out", e.opts.Bin, err, lastLine(string(b))))
-	} else {
-		e.vhostPeerBin = vout
-	}
-	return nil
+	return out, nil
 }
 
 // lookPath returns the path of program name and whether it was found.
