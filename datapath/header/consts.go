@@ -73,6 +73,13 @@ const (
 	ICMPv6Redirect        uint8 = 137
 )
 
+// Destination unreachable codes for a datagram no socket takes: ICMPv4
+// "port unreachable" (RFC 792), ICMPv6 "port unreachable" (RFC 4443 §3.1).
+const (
+	ICMPv4CodePortUnreach uint8 = 3
+	ICMPv6CodePortUnreach uint8 = 4
+)
+
 // ARP operations (RFC 826).
 const (
 	ARPRequest uint16 = 1

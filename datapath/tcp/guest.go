@@ -5,6 +5,7 @@
 package tcp
 
 import (
+	"errors"
 	"net/netip"
 	"unsafe"
 
@@ -142,6 +143,22 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	}
 	dst := tgt.Dst
 	opts, _ := header.ParseTCPOptions(t.Options()) // what was found before a bad option still counts
+	// The slot first: a full table costs no system call.
+	key := flow.Key{Proto: header.ProtoTCP, Src: p.Src.As16(), Dst: p.Dst.As16(), SrcPort: p.SrcPort, DstPort: p.DstPort}
+	i, err := h.alloc(&key)
+	if errors.Is(err, flow.ErrFull) {
+		// RST+ACK, as to a closed port, where the C original drops
+		// the SYN: the guest's connect() fails at once with
+		// ECONNREFUSED instead of retrying for two minutes against a
+		// table that may stay full, and its application can back off
+		// or report. Once a slot frees, the next SYN gets through.
+		h.rstUnknown(p)
+		return flow.None, false
+	}
+	if err != nil {
+		logging.Debugf("tcp: %v", err)
+		return flow.None, false
+	}
 	af := unix.AF_INET
 	if dst.Is6() {
 		af = unix.AF_INET6
@@ -149,6 +166,7 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	fd, err := unix.Socket(af, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		logging.Debugf("tcp: socket for %v:%d: %v", dst, p.DstPort, err)
+		h.release(i)
 		h.rstUnknown(p)
 		return flow.None, false
 	}
@@ -166,14 +184,8 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	if err := bindOutbound(fd, &tgt); err != nil {
 		logging.Debugf("tcp: %v", err)
 		unix.Close(fd)
+		h.release(i)
 		h.rstUnknown(p)
-		return flow.None, false
-	}
-	key := flow.Key{Proto: header.ProtoTCP, Src: p.Src.As16(), Dst: p.Dst.As16(), SrcPort: p.SrcPort, DstPort: p.DstPort}
-	i, err := h.alloc(&key)
-	if err != nil {
-		logging.Debugf("tcp: %v", err)
-		unix.Close(fd)
 		return flow.None, false
 	}
 	c := &h.conns[i]

@@ -381,7 +381,12 @@ func (h *Handler) toGuest(fd int, peer netip.Addr, pport uint16, tgt *nat.Side) 
 	key := flow.Key{Proto: header.ProtoTCP, Src: dst.As16(), Dst: src.As16(), SrcPort: tgt.DstPort, DstPort: pport}
 	i, err := h.alloc(&key)
 	if err != nil {
-		logging.Debugf("tcp: inbound %v:%d: %v", peer, pport, err)
+		// Accepted and reset (a full table is logged by alloc): the
+		// listener's backlog keeps draining, so connections after the
+		// table frees up are served, and the peer learns at once.
+		if logging.Debugging() {
+			logging.Debugf("tcp: inbound [%v]:%d: %v", peer, pport, err)
+		}
 		sys.CloseRST(fd)
 		return
 	}

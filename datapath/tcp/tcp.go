@@ -87,6 +87,7 @@ type Stats struct {
 	ShortWrites, DupAcks, FastRetrans, RTOs   uint64
 	FramesOut, BytesOut, BytesIn              uint64
 	Peeks, PeekDrained, PeekWindowFull        uint64 // reads towards the guest, and why they stopped
+	TableFull                                 uint64 // connections refused (RST either way) for want of a flow slot
 }
 
 // Handler translates TCP between the guest and host sockets. It runs on
@@ -125,6 +126,10 @@ type Handler struct {
 	key      flow.Key
 	lastScan int64
 	idleScan int64
+
+	// full keeps the log of refusals for want of a flow slot to a
+	// line per episode (refuse).
+	full flow.Refusals
 
 	listeners []listener
 	freeL     []int           // free slots of listeners
@@ -190,6 +195,7 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		closing: make([]flow.Index, 0, 256),
 		active:  make([]flow.Index, 0, 1024),
 		scanned: make(map[scanKey]int),
+		full:    flow.Refusals{What: "TCP connections"},
 	}
 	for i := range h.actPos {
 		h.actPos[i] = -1
@@ -274,13 +280,19 @@ func (h *Handler) probe() error {
 func (h *Handler) Conns() int { return len(h.active) }
 
 // alloc takes a flow slot for a new connection and binds its guest-side
-// key. Returns the index, or an error if the table is full or the key is
-// in use.
+// key. A full table is counted and logged (once per episode, see
+// flow.Refusals); the caller answers it. Returns the index, or an error if
+// the table is full (flow.ErrFull) or the key is in use.
 func (h *Handler) alloc(k *flow.Key) (flow.Index, error) {
 	i, err := h.ft.Alloc(flow.TCP)
 	if err != nil {
+		if errors.Is(err, flow.ErrFull) {
+			h.Stats.TableFull++
+			h.full.Refuse(h.l.Now(), h.ft)
+		}
 		return flow.None, err
 	}
+	h.full.Admitted()
 	if err := h.ft.Bind(i, 0, k); err != nil {
 		h.ft.Free(i)
 		return flow.None, err
@@ -289,6 +301,21 @@ func (h *Handler) alloc(k *flow.Key) (flow.Index, error) {
 	h.actPos[i] = int32(len(h.active))
 	h.active = append(h.active, i)
 	return i, nil
+}
+
+// release frees the slot of connection i at once and forgets it: the
+// inverse of alloc, for reap, and for a connection whose set-up failed
+// before anything else (socket, epoll, timer, guest) learnt of its slot,
+// which alone makes freeing it within the turn safe.
+func (h *Handler) release(i flow.Index) {
+	p := h.actPos[i]
+	last := h.active[len(h.active)-1]
+	h.active[p] = last
+	h.actPos[last] = p
+	h.active = h.active[:len(h.active)-1]
+	h.actPos[i] = -1
+	h.ft.Free(i)
+	h.conns[i] = conn{fd: -1}
 }
 
 var _ = allow.Syscall(allow.Both, "close", "tcp: closing the socket of an ended connection (Handler.closeConn)")
@@ -334,14 +361,7 @@ func (h *Handler) reset(i flow.Index) {
 // place slots are freed, see loop's theory of operation).
 func (h *Handler) reap() {
 	for _, i := range h.closing {
-		p := h.actPos[i]
-		last := h.active[len(h.active)-1]
-		h.active[p] = last
-		h.actPos[last] = p
-		h.active = h.active[:len(h.active)-1]
-		h.actPos[i] = -1
-		h.ft.Free(i)
-		h.conns[i] = conn{fd: -1}
+		h.release(i)
 	}
 	h.closing = h.closing[:0]
 }

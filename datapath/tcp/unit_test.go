@@ -51,6 +51,11 @@ func newUnitWorld(t testing.TB) *unitWorld { return newUnitWorldOut(t, taptest.N
 
 // newUnitWorldOut is newUnitWorld with frames to the guest going to out.
 func newUnitWorldOut(t testing.TB, out *taptest.Backend) *unitWorld {
+	return newUnitWorldCap(t, out, 64)
+}
+
+// newUnitWorldCap is newUnitWorldOut with a flow table of flows slots.
+func newUnitWorldCap(t testing.TB, out *taptest.Backend, flows int) *unitWorld {
 	u := &unitWorld{out: out}
 	// NoSplice: these worlds test the tap path with connections from
 	// the host's loopback, which pasta would otherwise splice.
@@ -58,7 +63,7 @@ func newUnitWorldOut(t testing.TB, out *taptest.Backend) *unitWorld {
 	u.cfg.V4 = config.IP{Enabled: true, Addr: guest4, PrefixLen: 24, Gateway: gw4, MapHostLoopback: gw4}
 	u.cfg.V6 = config.IP{Enabled: true, Addr: guest6, PrefixLen: 64, Gateway: gw6, MapHostLoopback: gw6}
 	u.g.MAC = [6]byte{2, 0, 0, 0, 0, 1}
-	u.ft = flow.New(64)
+	u.ft = flow.New(flows)
 	var err error
 	if u.l, err = loop.New(64); err != nil {
 		t.Fatal(err)
@@ -111,9 +116,14 @@ func (u *unitWorld) handshake(t testing.TB, lfd int, port uint16) (hfd int, gseq
 
 // handshakeMSS is handshake with the guest announcing MSS mss.
 func (u *unitWorld) handshakeMSS(t testing.TB, lfd int, port uint16, mss uint16) (hfd int, gseq, hseq uint32) {
+	return u.handshakeFrom(t, lfd, port, 40000, mss)
+}
+
+// handshakeFrom is handshakeMSS from the guest's port sport.
+func (u *unitWorld) handshakeFrom(t testing.TB, lfd int, port, sport uint16, mss uint16) (hfd int, gseq, hseq uint32) {
 	f := make([]byte, 200)
 	opts := []byte{2, 4, byte(mss >> 8), byte(mss), 1, 3, 3, 7} // MSS, NOP, WS 7
-	p := guestFrame(f, 40000, port, 1000, 0, flagSYN, 65535, opts, 0)
+	p := guestFrame(f, sport, port, 1000, 0, flagSYN, 65535, opts, 0)
 	u.h.FromGuest([]packet.Packet{p})
 	for i := 0; i < 50 && u.out.Queued() == 0; i++ {
 		u.l.Turn(10 * time.Millisecond)
@@ -131,7 +141,7 @@ func (u *unitWorld) handshakeMSS(t testing.TB, lfd int, port uint16, mss uint16)
 	}
 	u.out.Flush()
 	hseq = sa.Seq() + 1
-	p = guestFrame(f, 40000, port, 1001, hseq, flagACK, 65535, nil, 0)
+	p = guestFrame(f, sport, port, 1001, hseq, flagACK, 65535, nil, 0)
 	u.h.FromGuest([]packet.Packet{p})
 	hfd, _, err = unix.Accept4(lfd, unix.SOCK_CLOEXEC)
 	if err != nil {

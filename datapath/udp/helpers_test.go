@@ -69,7 +69,15 @@ type rig struct {
 	h   *Handler
 }
 
+// newRig returns a rig whose Out has slots frame slots (keep: it keeps
+// every frame committed) and whose flow table has 1024 slots.
 func newRig(t *testing.T, slots int, keep bool) *rig {
+	t.Helper()
+	return newRigFlows(t, slots, keep, 1024)
+}
+
+// newRigFlows is newRig with a flow table of flows slots.
+func newRigFlows(t *testing.T, slots int, keep bool, flows int) *rig {
 	t.Helper()
 	r := &rig{cfg: testConfig(), g: &guest.State{MAC: configtest.GuestMAC}, out: taptest.New(slots)}
 	r.out.Keep = keep
@@ -77,7 +85,7 @@ func newRig(t *testing.T, slots int, keep bool) *rig {
 	if r.l, err = loop.New(1024); err != nil {
 		t.Fatal(err)
 	}
-	r.ft = flow.New(1024)
+	r.ft = flow.New(flows)
 	if r.h, err = New(r.cfg, r.g, r.out, r.l, r.ft); err != nil {
 		t.Fatal(err)
 	}

@@ -384,9 +384,15 @@ func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uin
 	}
 	i, err := h.ft.Alloc(flow.UDP)
 	if err != nil {
+		// Dropped: the host peer is not told (we would need a raw
+		// socket to send it an ICMP error); its next datagram tries
+		// again.
 		h.Stats.FlowFailures++
+		h.Stats.TableFull++
+		h.full.Refuse(h.l.Now(), h.ft)
 		return nil
 	}
+	h.full.Admitted()
 	// The reply socket: exactly the local address and port the peer
 	// reached, so that the peer sees our answers come from there.
 	fd, via, err := h.replySocket(ln, v6, local, peer, pport, scope)

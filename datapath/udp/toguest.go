@@ -253,11 +253,29 @@ func (h *Handler) relayError(f *udpFlow, e *recvErr, payload []byte) {
 		}
 		src = a.As16()
 	}
+	want := uint8(unix.SO_EE_ORIGIN_ICMP)
+	if ep.v6 {
+		want = unix.SO_EE_ORIGIN_ICMP6
+	}
+	if e.Origin != want {
+		return
+	}
+	h.icmpError(ep, f.ttl, &src, e.Type, e.Code, e.Info, payload)
+}
+
+// icmpError queues to the guest an ICMP (IPv4) or ICMPv6 error of type typ
+// and code about a datagram the guest sent: from src, quoting the
+// datagram's IP and UDP headers as the guest sent them (addresses, ports,
+// its TTL or hop limit) and as many payload bytes as icmp4Quote and
+// icmp6Quote allow.
+//
+// ep: the datagram's endpoints (guest to peer); ttl: its TTL or hop limit;
+// src: the error's source, 16 bytes (IPv4-mapped for IPv4); info: the MTU
+// of "fragmentation needed" and "packet too big", the pointer of a
+// parameter problem, unused otherwise; payload: the datagram's UDP payload.
+func (h *Handler) icmpError(ep *endpoints, ttl uint8, src *[16]byte, typ, code uint8, info uint32, payload []byte) {
 	b := h.out.Frame()
 	if !ep.v6 {
-		if e.Origin != unix.SO_EE_ORIGIN_ICMP {
-			return
-		}
 		dl := min(len(payload), icmp4Quote)
 		il := header.ICMPv4MinLen + header.IPv4MinLen + header.UDPLen + dl
 		if header.EthernetLen+header.IPv4MinLen+il > len(b) {
@@ -269,17 +287,17 @@ func (h *Handler) relayError(f *udpFlow, e *recvErr, payload []byte) {
 			TTL: ttlOut, Proto: header.ProtoICMP, Src: s4, Dst: g4, PayloadLen: il,
 		})
 		ic := b[header.EthernetLen+header.IPv4MinLen:][:il]
-		ic[0], ic[1] = e.Type, e.Code
+		ic[0], ic[1] = typ, code
 		clear(ic[2:8])
 		switch {
-		case e.Type == header.ICMPv4DestUnreach && e.Code == header.ICMPv4CodeFragNeeded:
-			binary.BigEndian.PutUint16(ic[6:], uint16(min(e.Info, 0xffff)))
-		case e.Type == header.ICMPv4ParamProblem:
-			ic[4] = uint8(e.Info) // the pointer
+		case typ == header.ICMPv4DestUnreach && code == header.ICMPv4CodeFragNeeded:
+			binary.BigEndian.PutUint16(ic[6:], uint16(min(info, 0xffff)))
+		case typ == header.ICMPv4ParamProblem:
+			ic[4] = uint8(info) // the pointer
 		}
 		in := ic[header.ICMPv4MinLen:]
 		header.EncodeIPv4(in, header.IPv4Fields{
-			TTL: f.ttl, Proto: header.ProtoUDP, Src: g4, Dst: p4,
+			TTL: ttl, Proto: header.ProtoUDP, Src: g4, Dst: p4,
 			PayloadLen: header.UDPLen + dl,
 		})
 		u := in[header.IPv4MinLen:]
@@ -295,9 +313,6 @@ func (h *Handler) relayError(f *udpFlow, e *recvErr, payload []byte) {
 		h.Stats.ICMPErrors++
 		return
 	}
-	if e.Origin != unix.SO_EE_ORIGIN_ICMP6 {
-		return
-	}
 	dl := min(len(payload), icmp6Quote)
 	il := header.ICMPv6MinLen + header.IPv6Len + header.UDPLen + dl
 	if header.EthernetLen+header.IPv6Len+il > len(b) {
@@ -305,18 +320,18 @@ func (h *Handler) relayError(f *udpFlow, e *recvErr, payload []byte) {
 	}
 	header.EncodeEthernet(b, h.g.MAC, h.cfg.OurMAC, header.EtherTypeIPv6)
 	header.EncodeIPv6(b[header.EthernetLen:], header.IPv6Fields{
-		PayloadLen: il, NextHeader: header.ProtoICMPv6, HopLimit: ttlOut, Src: src, Dst: ep.guest,
+		PayloadLen: il, NextHeader: header.ProtoICMPv6, HopLimit: ttlOut, Src: *src, Dst: ep.guest,
 	})
 	ic := b[header.EthernetLen+header.IPv6Len:][:il]
-	ic[0], ic[1] = e.Type, e.Code
+	ic[0], ic[1] = typ, code
 	clear(ic[2:8])
-	switch e.Type {
+	switch typ {
 	case header.ICMPv6PacketTooBig, header.ICMPv6ParamProblem:
-		binary.BigEndian.PutUint32(ic[4:], e.Info) // MTU, pointer
+		binary.BigEndian.PutUint32(ic[4:], info) // MTU, pointer
 	}
 	in := ic[header.ICMPv6MinLen:]
 	header.EncodeIPv6(in, header.IPv6Fields{
-		PayloadLen: header.UDPLen + dl, NextHeader: header.ProtoUDP, HopLimit: f.ttl,
+		PayloadLen: header.UDPLen + dl, NextHeader: header.ProtoUDP, HopLimit: ttl,
 		Src: ep.guest, Dst: ep.peer,
 	})
 	u := in[header.IPv6Len:]
@@ -327,7 +342,7 @@ func (h *Handler) relayError(f *udpFlow, e *recvErr, payload []byte) {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(u[6:], c)
-	binary.BigEndian.PutUint16(ic[2:], checksum.Checksum(ic, checksum.PseudoHeaderIPv6(&src, &ep.guest, header.ProtoICMPv6, uint32(il))))
+	binary.BigEndian.PutUint16(ic[2:], checksum.Checksum(ic, checksum.PseudoHeaderIPv6(src, &ep.guest, header.ProtoICMPv6, uint32(il))))
 	h.out.Commit(header.EthernetLen + header.IPv6Len + il)
 	h.Stats.ICMPErrors++
 }

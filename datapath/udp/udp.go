@@ -103,6 +103,7 @@ func inc(c *uint8) {
 type Stats struct {
 	FlowsCreated, FlowsClosed uint64
 	FlowFailures              uint64 // datagrams dropped because no flow could be made
+	TableFull                 uint64 // of those, for want of a flow slot (the guest's got an ICMP error)
 	ToHost, ToHostDropped     uint64 // guest datagrams sent / dropped
 	ToHostGSO                 uint64 // messages that carried several of them (UDP_SEGMENT)
 	ToGuest, ToGuestDropped   uint64 // host datagrams queued to the guest / dropped
@@ -129,6 +130,9 @@ type Handler struct {
 	// privWarned: the warning that replies from a port below 1024
 	// cannot be sent was given (replySocket).
 	privWarned bool
+	// full keeps the log of flows refused for want of a slot to a line
+	// per episode.
+	full flow.Refusals
 	// viaSA is the peer's name for sends on a lent listener (viaName).
 	viaSA unix.RawSockaddrInet6
 
@@ -196,6 +200,7 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		ctrl:     make([]byte, recvBatch*ctrlLen),
 		frames:   make([][]byte, recvBatch),
 		scanned:  make(map[scanKey]int),
+		full:     flow.Refusals{What: "UDP flows"},
 	}
 	if o := out.Offloads(); o.Csum || o.USO {
 		h.csumOff = true
@@ -398,6 +403,11 @@ func (h *Handler) flowOf(p *packet.Packet) flow.Index {
 		return flow.None
 	}
 	i, err := h.newFlow(p, &key)
+	if errors.Is(err, flow.ErrFull) {
+		h.Stats.FlowFailures++
+		h.refuse(p)
+		return flow.None
+	}
 	if err != nil {
 		h.Stats.FlowFailures++
 		if logging.Debugging() {
@@ -406,6 +416,37 @@ func (h *Handler) flowOf(p *packet.Packet) flow.Index {
 		return flow.None
 	}
 	return i
+}
+
+// refuse answers guest datagram p, for which the table had no slot, with
+// an ICMP or ICMPv6 port unreachable from the address it was sent to, and
+// counts and logs the refusal (once per episode, see flow.Refusals).
+//
+// Why port unreachable, and not "administratively prohibited" (ICMPv4 code
+// 13, ICMPv6 code 1) or silence (the C original drops the datagram):
+// from the guest's side no socket could take the datagram, which is what
+// Linux itself answers with port unreachable (__udp4_lib_rcv,
+// __udp6_lib_rcv), and what iptables' REJECT sends by default. Linux
+// reports it to a connected socket as ECONNREFUSED, which resolvers and
+// other UDP clients already treat as "try the next server or later",
+// while admin-prohibited becomes EHOSTUNREACH (IPv4) or EACCES (IPv6),
+// which applications take as a routing or permission fault. Silence would
+// leave the guest to its own timeouts (seconds for a DNS query) with the
+// table possibly full for as long. A later datagram of the same 4-tuple
+// tries again, and gets through once a flow times out and frees a slot.
+func (h *Handler) refuse(p *packet.Packet) {
+	h.Stats.TableFull++
+	h.full.Refuse(h.l.Now(), h.ft)
+	u, err := header.ParseUDP(p.L4Bytes())
+	if err != nil {
+		return
+	}
+	ep := endpoints{v6: p.V6, guest: p.Src.As16(), peer: p.Dst.As16(), guestPort: p.SrcPort, peerPort: p.DstPort}
+	typ, code := header.ICMPv4DestUnreach, header.ICMPv4CodePortUnreach
+	if p.V6 {
+		typ, code = header.ICMPv6DestUnreach, header.ICMPv6CodePortUnreach
+	}
+	h.icmpError(&ep, p.TTL, &ep.peer, typ, code, 0, u.Payload())
 }
 
 var errNoRoute = errors.New("destination not reachable from the guest")
@@ -428,6 +469,7 @@ func (h *Handler) newFlow(p *packet.Packet, key *flow.Key) (flow.Index, error) {
 	if err != nil {
 		return flow.None, err
 	}
+	h.full.Admitted()
 	fd, err := h.openFlowSocket(p.V6, local, p.SrcPort, ifname, dst, p.DstPort, scope, true, false)
 	if err != nil {
 		h.ft.Free(i)
