@@ -82,3 +82,84 @@ func TestLookupAllocs(t *testing.T) {
 		t.Fatalf("%v allocs per lookup", n)
 	}
 }
+
+// TestTableGrows binds two keys for each of 10,000 flows in a table that
+// starts with a small index, so that it doubles several times, and checks
+// that every key still finds its flow after each growth, that freeing
+// keeps the rest findable, and that freed slots are reused lowest first.
+func TestTableGrows(t *testing.T) {
+	const n = 10000
+	tb := New(MaxFlows)
+	if len(tb.buckets) != minBuckets {
+		t.Fatalf("index starts at %d buckets, want %d", len(tb.buckets), minBuckets)
+	}
+	key := func(i, side int) Key {
+		var k Key
+		k.Proto = 17
+		k.Src[15], k.Src[14] = byte(i), byte(i>>8)
+		k.SrcPort = uint16(i)
+		k.DstPort = uint16(side)
+		return k
+	}
+	for i := 0; i < n; i++ {
+		f, err := tb.Alloc(UDP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f != Index(i) {
+			t.Fatalf("flow %d got slot %d: slots are not handed out lowest first", i, f)
+		}
+		for s := 0; s < 2; s++ {
+			k := key(i, s)
+			if err := tb.Bind(f, s, &k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k := key(i/2, 1)
+		if g, ok := tb.Lookup(&k); !ok || g != Index(i/2) {
+			t.Fatalf("after %d flows: key of flow %d finds %d, %v", i+1, i/2, g, ok)
+		}
+	}
+	if got := len(tb.buckets); got < 4*n || got > 8*n {
+		t.Errorf("index has %d buckets for %d keys", got, 2*n)
+	}
+	for i := 0; i < n; i += 2 {
+		tb.Free(Index(i))
+	}
+	for i := 0; i < n; i++ {
+		for s := 0; s < 2; s++ {
+			k := key(i, s)
+			g, ok := tb.Lookup(&k)
+			if want := i%2 == 1; ok != want || (ok && g != Index(i)) {
+				t.Fatalf("flow %d key %d: Lookup = %d, %v", i, s, g, ok)
+			}
+			if kk, ok := tb.Key(Index(i), s); (i%2 == 1) != ok || (ok && *kk != k) {
+				t.Fatalf("flow %d: Key(%d) = %v, %v", i, s, kk, ok)
+			}
+		}
+	}
+	if f, _ := tb.Alloc(TCP); f != Index(n-2) {
+		t.Errorf("Alloc after frees = %d, want the last freed slot %d", f, n-2)
+	}
+	if tb.Count() != n/2+1 {
+		t.Errorf("Count = %d, want %d", tb.Count(), n/2+1)
+	}
+}
+
+// TestTableFull fills a table and checks ErrFull, then that a freed slot
+// is handed out again.
+func TestTableFull(t *testing.T) {
+	tb := New(3)
+	for i := 0; i < 3; i++ {
+		if _, err := tb.Alloc(TCP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tb.Alloc(TCP); err != ErrFull {
+		t.Fatalf("fourth Alloc: %v, want ErrFull", err)
+	}
+	tb.Free(1)
+	if i, err := tb.Alloc(UDP); err != nil || i != 1 || tb.Kind(1) != UDP {
+		t.Fatalf("Alloc after Free = %d, %v", i, err)
+	}
+}

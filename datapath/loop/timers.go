@@ -7,7 +7,10 @@ package loop
 // runtime timers (which would run on other goroutines).
 type Timers struct {
 	heap []int32 // ids ordered by deadline
-	pos  []int32 // id -> index in heap, -1 if not armed
+	// pos: id -> index in heap + 1, 0 if not armed. Zero means "not
+	// armed" so that the capacity's arrays need no initialising pass and
+	// their pages stay untouched until a flow of that index uses a timer.
+	pos  []int32
 	when []int64
 	cb   []func(id int32, now int64)
 }
@@ -17,27 +20,24 @@ func (t *Timers) init(capacity int) {
 	t.pos = make([]int32, capacity)
 	t.when = make([]int64, capacity)
 	t.cb = make([]func(int32, int64), capacity)
-	for i := range t.pos {
-		t.pos[i] = -1
-	}
 }
 
 // Set arms (or moves) timer id to fire fn at the absolute loop time when.
 func (t *Timers) Set(id int32, when int64, fn func(id int32, now int64)) {
 	t.when[id] = when
 	t.cb[id] = fn
-	if p := t.pos[id]; p >= 0 {
-		t.fix(int(p))
+	if p := t.pos[id]; p > 0 {
+		t.fix(int(p - 1))
 		return
 	}
 	t.heap = append(t.heap, id)
-	t.pos[id] = int32(len(t.heap) - 1)
+	t.pos[id] = int32(len(t.heap))
 	t.up(len(t.heap) - 1)
 }
 
 // Armed reports whether timer id is armed, and its deadline.
 func (t *Timers) Armed(id int32) (int64, bool) {
-	if t.pos[id] < 0 {
+	if t.pos[id] == 0 {
 		return 0, false
 	}
 	return t.when[id], true
@@ -45,14 +45,14 @@ func (t *Timers) Armed(id int32) (int64, bool) {
 
 // Cancel disarms timer id (no-op if not armed).
 func (t *Timers) Cancel(id int32) {
-	p := int(t.pos[id])
+	p := int(t.pos[id]) - 1
 	if p < 0 {
 		return
 	}
 	last := len(t.heap) - 1
 	t.swap(p, last)
 	t.heap = t.heap[:last]
-	t.pos[id] = -1
+	t.pos[id] = 0
 	if p < last {
 		t.fix(p)
 	}
@@ -81,8 +81,8 @@ func (t *Timers) less(i, j int) bool { return t.when[t.heap[i]] < t.when[t.heap[
 
 func (t *Timers) swap(i, j int) {
 	t.heap[i], t.heap[j] = t.heap[j], t.heap[i]
-	t.pos[t.heap[i]] = int32(i)
-	t.pos[t.heap[j]] = int32(j)
+	t.pos[t.heap[i]] = int32(i) + 1
+	t.pos[t.heap[j]] = int32(j) + 1
 }
 
 func (t *Timers) up(i int) {

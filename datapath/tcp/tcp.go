@@ -103,7 +103,7 @@ type Handler struct {
 	conns   []conn
 	closing []flow.Index
 	active  []flow.Index // flows in use, for the keepalive and idle scans
-	actPos  []int32      // flow -> position in active, -1 if absent
+	actPos  []int32      // flow -> position in active; meaningless if absent
 	timerFn func(int32, int64)
 
 	isnKey  isnKey
@@ -197,10 +197,9 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		scanned: make(map[scanKey]int),
 		full:    flow.Refusals{What: "TCP connections"},
 	}
-	for i := range h.actPos {
-		h.actPos[i] = -1
-		h.conns[i].fd = -1
-	}
+	// conns and actPos are left as allocated (zero, untouched pages):
+	// alloc sets a slot's entry before any use, so only the slots up to
+	// the peak number of connections ever cost memory (datapath/flow).
 	if o := out.Offloads(); o.Csum || o.TSO {
 		h.csumOff = true
 		h.noGSO = !o.TSO
