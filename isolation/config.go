@@ -37,4 +37,8 @@ type Config struct {
 	// chroot into the empty filesystem instead, or stay where we are,
 	// with one warning, rather than fail.
 	ChrootFallback bool
+	// Exe is the executable the sandboxed process runs, "" for this one
+	// (/proc/self/exe): the optimised build, when the invoked process
+	// left its own re-exec into it to this one (cmd/passt, arch.go).
+	Exe string
 }

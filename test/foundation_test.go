@@ -2,11 +2,14 @@ package test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/klauspost/cpuid/v2"
@@ -115,4 +118,84 @@ func TestFoundationOptimisedExec(t *testing.T) {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// TestStartupSandboxedProcess checks the two start-up savings of the
+// sandboxed process (bench/README.md, "start-up"): with passt.avx2 beside
+// the plain build (and a CPU that runs it), the sandboxed process is
+// started from passt.avx2 directly, the invoked plain build never
+// switching to it itself (one Go start-up fewer); and its descriptor table
+// was sized at start, before its runtime had threads (FDSize in
+// /proc/PID/status: 1024, or the descriptor limit if lower), so that the
+// ~300 descriptors of set-up cost no RCU grace period. Then the command
+// exits and pasta with it.
+func TestStartupSandboxedProcess(t *testing.T) {
+	nstest.RequireRoot(t)
+	pasta := nstest.Binary(t, "pasta")
+	avx2 := filepath.Join(filepath.Dir(pasta), "passt.avx2")
+	want := "passt"
+	if _, err := os.Stat(avx2); err == nil && cpuid.CPU.Supports(cpuid.AVX2, cpuid.BMI1, cpuid.BMI2, cpuid.FMA3, cpuid.LZCNT, cpuid.MOVBE, cpuid.F16C) {
+		want = "passt.avx2"
+	}
+	h := nstest.NewHost(t)
+	proc := h.Start(t, pasta, "-f", "--config-net", "--runas", "0", "-q", "--", "sleep", "600")
+	var sandboxed int
+	nstest.WaitForErr(t, nstest.ReadyTimeout, func() error {
+		if proc.Exited() {
+			t.Fatalf("pasta exited early:\n%s", proc.Output())
+		}
+		sleep, err := spawnedChild(proc.PID(), "sleep", h.Path())
+		if err != nil {
+			return err
+		}
+		// sleep's parent is the sandboxed process (its namespace init,
+		// pasta-nsinit, exec'd into it).
+		f := statFieldsOf(t, sleep)
+		sandboxed, err = strconv.Atoi(f[1])
+		return err
+	})
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", sandboxed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(exe) != want {
+		t.Errorf("sandboxed process %d runs %s, want %s", sandboxed, exe, want)
+	}
+	if inv, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", proc.PID())); filepath.Base(inv) != "passt" {
+		t.Errorf("the invoked process runs %s: it switched builds itself", inv)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", sandboxed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fdsize int
+	for _, l := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(l, "FDSize:"); ok {
+			fdsize, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if wantFD := int(min(lim.Cur, 1024)); fdsize < wantFD {
+		t.Errorf("sandboxed process: FDSize %d, want at least %d (sized at start)", fdsize, wantFD)
+	}
+	t.Logf("sandboxed process %d: %s, FDSize %d", sandboxed, exe, fdsize)
+}
+
+// statFieldsOf returns the fields of /proc/PID/stat after the command
+// name: state, parent, ...
+func statFieldsOf(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return f
 }

@@ -3,7 +3,8 @@
 //
 // Start-up order, as in the C original:
 //
-//  1. execOptimised: re-exec into passt.avx2 where the CPU allows it.
+//  1. execOptimised: re-exec into passt.avx2 where the CPU allows it (or,
+//     where a sandboxed process follows, start that one from passt.avx2).
 //  2. isolation.Initial: drop capabilities nothing later needs.
 //  3. parseOptions, host discovery: build the configuration.
 //  4. isolation.User: final UID/GID and user namespace.
@@ -52,7 +53,7 @@ func main() {
 	if runRole() {
 		return
 	}
-	execOptimised()
+	execOptimised(os.Args[1:])
 	os.Exit(run(modeFromName(os.Args[0]), os.Args[1:]))
 }
 

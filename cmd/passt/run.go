@@ -199,6 +199,7 @@ func isolationConfig(cfg *config.Config) isolation.Config {
 		UserNS:     userns,
 
 		ChrootFallback: cfg.ChrootFallback,
+		Exe:            deferredOptimised,
 	}
 }
 

@@ -25,6 +25,7 @@ func init() {
 	}
 	os.Unsetenv(EnvUserNS)
 	os.Unsetenv(EnvCaps)
+	os.Unsetenv(EnvFDTable)
 }
 
 // Joined reports ErrUnavailable if a join was asked for.
