@@ -23,6 +23,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,6 +35,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gopasst/test/nstest"
 )
@@ -655,5 +658,143 @@ func TestPastaScaleUDP(t *testing.T) {
 		probe.finish(t, "UDP", n, wait+10*time.Second)
 		srv.Close()
 		<-srvDone
+	})
+}
+
+// hostDial connects to addr over TCP from host h, within 5 s.
+func hostDial(h *nstest.Host, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := h.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// TestPastaDescriptorLimit puts pasta's datapath process at its limit of
+// descriptors (lowered from outside with prlimit to 300 above what it
+// holds idle) and checks that it refuses what it cannot serve at once and
+// recovers: of 400 connections from the namespace, the ones past the
+// limit are refused (ECONNREFUSED, from the RST pasta sends when it
+// cannot make a socket), none hangs; at the limit, a connection to the
+// forwarded port is reset at once (pasta accepts it with a spare
+// descriptor rather than leave it in the listener's backlog, which also
+// kept its loop spinning on the readable listener), and a datagram of a
+// new UDP flow comes back as port unreachable (ECONNREFUSED). Once the
+// connections close and pasta's descriptors are back to their count,
+// each path works again with its bytes checked.
+func TestPastaDescriptorLimit(t *testing.T) {
+	forEachPeerBut(t, reasonScale, func(t *testing.T, peer nstest.Peer) {
+		const room, dials = 300, 400
+		w := newTCPWorld(t, peer, modeAttachRoot)
+		base := stableFDs(t, w.worker)
+		lim := unix.Rlimit{Cur: uint64(base + room), Max: uint64(base + room)}
+		if err := unix.Prlimit(w.worker, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+			t.Fatalf("prlimit on pasta (%d): %v", w.worker, err)
+		}
+
+		// The host's server: holds each connection until the client
+		// closes it, echoing what it gets.
+		ln := w.h.Listen(t, "tcp", "127.0.0.1:0")
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(30 * time.Second))
+					io.Copy(c, c)
+				}()
+			}
+		}()
+		dst := net.JoinHostPort(nstest.HostGW4.String(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		var cs []net.Conn
+		t.Cleanup(func() {
+			for _, c := range cs {
+				c.Close()
+			}
+		})
+		refused := 0
+		err := w.p.Do(func() error {
+			for i := 0; i < dials; i++ {
+				c, err := net.DialTimeout("tcp4", dst, 5*time.Second)
+				switch {
+				case err == nil:
+					cs = append(cs, c)
+				case errors.Is(err, syscall.ECONNREFUSED):
+					refused++
+				default:
+					return fmt.Errorf("dial %d at the descriptor limit: %w (want success or ECONNREFUSED)", i, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d connections made and %d refused with pasta (%d) limited to %d descriptors (%d held idle)",
+			len(cs), refused, w.worker, base+room, base)
+		if refused == 0 || len(cs) < room/2 {
+			t.Fatalf("%d connections made, %d refused: the limit did not bite, or too early", len(cs), refused)
+		}
+
+		// At the limit: a forwarded connection is reset at once.
+		in, err := hostDial(w.h, w.addr(tcpPaths[2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := in.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("a connection to the forwarded port at the limit: read %v, want ECONNRESET at once", err)
+		}
+		in.Close()
+		// At the limit: a new UDP flow is refused.
+		srv := listenUDP(t, w.h, "127.0.0.1")
+		go udpEchoServer(srv, nil)
+		uport := srv.LocalAddr().(*net.UDPAddr).Port
+		u, err := dialUDP(w.p, nstest.HostGW4.String(), uport)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := udpRoundTrip(u, []byte("at the limit"), 3*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("a new UDP flow at the limit: %v, want ECONNREFUSED", errString(err))
+		}
+		u.Close()
+
+		// Recovery.
+		for _, c := range cs {
+			c.Close()
+		}
+		cs = nil
+		waitFDs(t, w.worker, base, 10*time.Second)
+		msg := randomBytes(t, 4096)
+		c, err := w.p.Dial("tcp4", dst, 5*time.Second)
+		if err != nil {
+			t.Fatalf("a connection after the limit: %v", err)
+		}
+		cs = append(cs, c)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, len(msg))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo after the limit: %v, equal %v", err, bytes.Equal(got, msg))
+		}
+		if _, err := tcpExchange(w.inbound, func() (net.Conn, error) { return hostDial(w.h, w.addr(tcpPaths[2])) },
+			msg, msg[:1000]); err != nil {
+			t.Fatalf("a forwarded connection after the limit: %v", err)
+		}
+		u, err = dialUDP(w.p, nstest.HostGW4.String(), uport)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		if back, err := udpRoundTrip(u, msg[:1000], 6*time.Second); err != nil || !bytes.Equal(back, msg[:1000]) {
+			t.Fatalf("a UDP flow after the limit: %v", errString(err))
+		}
 	})
 }

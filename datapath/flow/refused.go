@@ -16,7 +16,8 @@ import (
 const RefuseLogInterval = time.Minute
 
 // Refusals counts the flows a protocol refused because Alloc returned
-// ErrFull and keeps the log to a line per episode: a warning at the first
+// ErrFull (or, with Cause, for another want of resources: descriptors)
+// and keeps the log to a line per episode: a warning at the first
 // refusal (however many follow, nothing more is said), and, once a flow
 // is admitted again, one line with how many were refused meanwhile. The
 // zero value is ready to use, What aside. Not safe for concurrent use
@@ -24,6 +25,8 @@ const RefuseLogInterval = time.Minute
 type Refusals struct {
 	// What is refused, for the log, in the plural ("TCP connections").
 	What string
+	// Cause is what is missing, for the log; empty for a full table.
+	Cause string
 	// Total counts every refusal since start (for tests and --stats).
 	Total uint64
 
@@ -38,7 +41,8 @@ type Refusals struct {
 // last warning is at least RefuseLogInterval old.
 //
 // now: the loop's time (loop.Loop.Now), in nanoseconds; t: the full table,
-// for its capacity in the message. Returns whether a line was logged.
+// for its capacity in the message (unused with a Cause). Returns whether a
+// line was logged.
 func (r *Refusals) Refuse(now int64, t *Table) bool {
 	r.Total++
 	r.n++
@@ -50,7 +54,11 @@ func (r *Refusals) Refuse(now int64, t *Table) bool {
 		return false
 	}
 	r.warned, r.ever, r.loggedAt = true, true, now
-	logging.Warnf("flow table full (%d slots): refusing new %s (said once until flows are admitted again)", t.Cap(), r.What)
+	if r.Cause != "" {
+		logging.Warnf("%s: refusing new %s (said once until flows are admitted again)", r.Cause, r.What)
+	} else {
+		logging.Warnf("flow table full (%d slots): refusing new %s (said once until flows are admitted again)", t.Cap(), r.What)
+	}
 	return true
 }
 
@@ -65,7 +73,7 @@ func (r *Refusals) Admitted() bool {
 	}
 	logged := r.warned
 	if logged {
-		logging.Warnf("flow table: new %s admitted again, %d refused while it was full", r.What, r.n)
+		logging.Warnf("new %s admitted again, %d refused meanwhile", r.What, r.n)
 	}
 	r.full, r.warned, r.n = false, false, 0
 	return logged

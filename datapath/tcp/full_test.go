@@ -185,3 +185,86 @@ func TestTableFullInbound(t *testing.T) {
 		t.Fatalf("frame to the guest %+v (%v), stats %+v", p, err, u.h.Stats)
 	}
 }
+
+// TestAcceptAtDescriptorLimit: connections waiting on a forwarded port
+// while the process has no descriptor left are accepted with the spare
+// descriptor and reset (the client's read fails with ECONNRESET), so the
+// listener's backlog empties instead of the loop spinning on a listener
+// that stays readable; once descriptors are free again, the next
+// connection reaches the guest as a SYN.
+func TestAcceptAtDescriptorLimit(t *testing.T) {
+	u := newUnitWorldCap(t, taptest.NewCounter(64), 64)
+	fport := hostPort(t)
+	if err := u.h.ListenPort(netip.MustParseAddr("127.0.0.1"), fport); err != nil {
+		t.Fatal(err)
+	}
+	lfd := u.h.listeners[0].fd
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), fport).String()
+	var cs []net.Conn
+	for range 3 {
+		c, err := net.DialTimeout("tcp4", addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+
+	// The limit at the lowest free descriptor number: no descriptor can
+	// be had until one is closed.
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	free, err := unix.Dup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(free)
+	lim := unix.Rlimit{Cur: uint64(free), Max: old.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+			restored = true
+		}
+	}
+	defer restore()
+	if fd, err := unix.Dup(0); err != unix.EMFILE {
+		unix.Close(fd)
+		restore()
+		t.Fatalf("dup at the lowered limit: %v, want EMFILE", err)
+	}
+	for i := 0; i < 10 && acceptable(lfd); i++ {
+		u.l.Turn(5 * time.Millisecond)
+	}
+	pending := acceptable(lfd)
+	restore()
+	if pending {
+		t.Fatalf("connections still wait on the listener at the descriptor limit (stats %+v)", u.h.Stats)
+	}
+	for k, c := range cs {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, unix.ECONNRESET) {
+			t.Fatalf("connection %d at the descriptor limit: read %v, want ECONNRESET", k, err)
+		}
+	}
+	if u.h.Stats.NoFDs != 3 || u.h.Stats.Accepted != 0 || u.out.Queued() != 0 || u.h.spare < 0 {
+		t.Fatalf("stats %+v, %d frames, spare %d", u.h.Stats, u.out.Queued(), u.h.spare)
+	}
+
+	c, err := net.DialTimeout("tcp4", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 50 && u.out.Queued() == 0; i++ {
+		u.l.Turn(10 * time.Millisecond)
+	}
+	if u.out.Queued() != 1 || queuedTCP(t, u.out, 0).Flags() != flagSYN {
+		t.Fatalf("%d frames after a connection with descriptors free, want a SYN", u.out.Queued())
+	}
+}

@@ -165,11 +165,17 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 	}
 	fd, err := unix.Socket(af, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		logging.Debugf("tcp: socket for %v:%d: %v", dst, p.DstPort, err)
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			h.Stats.NoFDs++
+			h.nofd.Refuse(h.l.Now(), h.ft)
+		} else {
+			logging.Debugf("tcp: socket for %v:%d: %v", dst, p.DstPort, err)
+		}
 		h.release(i)
 		h.rstUnknown(p)
 		return flow.None, false
 	}
+	h.nofd.Admitted()
 	mss := int(opts.MSS)
 	if mss == 0 {
 		mss = mssDefault

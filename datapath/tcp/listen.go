@@ -120,6 +120,10 @@ func (h *Handler) listen(spec *fwd.Spec, l fwd.Listener, ns, scan bool) error {
 		}
 		return err
 	}
+	if h.spare < 0 {
+		// Before the first listener takes connections: see shed.
+		h.spare = newSpare()
+	}
 	k := h.freeListener()
 	ln := &h.listeners[k]
 	*ln = listener{fd: fd, ns: ns, scan: scan, spec: spec, rule: l.Rule, port: l.Port}
@@ -290,6 +294,10 @@ func (h *Handler) Close() {
 	for k := range h.listeners {
 		h.closeListener(k)
 	}
+	if h.spare >= 0 {
+		unix.Close(h.spare)
+		h.spare = -1
+	}
 	for k := len(h.active) - 1; k >= 0; k-- {
 		h.closeConn(h.active[k], true)
 	}
@@ -309,12 +317,62 @@ func (h *Handler) listenEvent(r loop.Ref, ev uint32) {
 		if e == unix.EAGAIN || e == unix.ECONNABORTED {
 			return
 		}
+		if e == unix.EMFILE || e == unix.ENFILE {
+			h.shed(l)
+			return
+		}
 		if e != 0 {
 			logging.Debugf("tcp: accept on port %d: %v", l.port, e)
 			return
 		}
+		h.nofd.Admitted()
 		h.accepted(l, fd)
 	}
+}
+
+// A descriptor in reserve for accepting at the descriptor limit.
+var (
+	_ = allow.InetSocket(allow.Both, "tcp: the spare descriptor that lets a listener at the descriptor limit accept and reset its connections (Handler.shed)")
+	_ = allow.Syscall(allow.Both, "close", "tcp: the spare descriptor, given up to accept at the descriptor limit (Handler.shed)")
+)
+
+// newSpare returns a descriptor to hold in reserve (a socket never used),
+// or -1 if none can be had.
+func newSpare() int {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+// shed empties the backlog of listener l when accept fails for want of a
+// descriptor: it gives up the spare descriptor, accepts and resets up to
+// acceptBatch pending connections with the one slot that frees, and takes
+// a spare again. Without it the listener, level-triggered, would stay
+// readable with nothing able to take its connections, and the loop would
+// spin on it (seen: 83% of a core while one connection waited), while the
+// peers' connections hung in the backlog until it filled. With no spare
+// (it could not be had again since), the connections wait, and the next
+// event on l tries again. The C original does not guard against this.
+func (h *Handler) shed(l *listener) {
+	if h.spare < 0 {
+		if h.spare = newSpare(); h.spare < 0 {
+			return
+		}
+	}
+	unix.Close(h.spare)
+	h.spare = -1
+	for n := 0; n < acceptBatch; n++ {
+		fd, e := sys.Accept4(l.fd, &h.sa)
+		if e != 0 {
+			break
+		}
+		sys.CloseRST(fd)
+		h.Stats.NoFDs++
+		h.nofd.Refuse(h.l.Now(), h.ft)
+	}
+	h.spare = newSpare()
 }
 
 var _ = allow.Syscall(allow.Pasta, "getsockname", "tcp: the loopback address a spliced connection reached on a wildcard listener, which the splice path connects to (Handler.accepted)")

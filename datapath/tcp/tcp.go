@@ -88,6 +88,7 @@ type Stats struct {
 	FramesOut, BytesOut, BytesIn              uint64
 	Peeks, PeekDrained, PeekWindowFull        uint64 // reads towards the guest, and why they stopped
 	TableFull                                 uint64 // connections refused (RST either way) for want of a flow slot
+	NoFDs                                     uint64 // connections refused (RST either way) for want of a descriptor
 }
 
 // Handler translates TCP between the guest and host sockets. It runs on
@@ -127,9 +128,13 @@ type Handler struct {
 	lastScan int64
 	idleScan int64
 
-	// full keeps the log of refusals for want of a flow slot to a
-	// line per episode (refuse).
-	full flow.Refusals
+	// full and nofd keep the log of refusals for want of a flow slot,
+	// or of a descriptor, to a line per episode.
+	full, nofd flow.Refusals
+	// spare is a descriptor held in reserve while listeners are open,
+	// closed to accept and reset connections at the descriptor limit
+	// (shed); -1 if none.
+	spare int
 
 	listeners []listener
 	freeL     []int           // free slots of listeners
@@ -196,6 +201,8 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		active:  make([]flow.Index, 0, 1024),
 		scanned: make(map[scanKey]int),
 		full:    flow.Refusals{What: "TCP connections"},
+		nofd:    flow.Refusals{What: "TCP connections", Cause: "out of file descriptors (RLIMIT_NOFILE)"},
+		spare:   -1,
 	}
 	// conns and actPos are left as allocated (zero, untouched pages):
 	// alloc sets a slot's entry before any use, so only the slots up to

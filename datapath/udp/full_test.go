@@ -120,3 +120,68 @@ func TestTableFullInbound(t *testing.T) {
 		t.Fatal("refusals still under way after a flow was admitted")
 	}
 }
+
+// atDescriptorLimit lowers the process's soft limit of descriptors to the
+// lowest free descriptor number, so that no descriptor can be had until
+// one is closed, and returns the function that restores it (also run at
+// t's cleanup).
+func atDescriptorLimit(t *testing.T) (restore func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	free, err := unix.Dup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(free)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free), Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	done := false
+	restore = func() {
+		if !done {
+			unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+			done = true
+		}
+	}
+	t.Cleanup(restore)
+	if fd, err := unix.Dup(0); err != unix.EMFILE {
+		unix.Close(fd)
+		restore()
+		t.Fatalf("dup at the lowered limit: %v, want EMFILE", err)
+	}
+	return restore
+}
+
+// TestNoDescriptor: a guest datagram whose flow cannot get a socket (the
+// process is at its descriptor limit) comes back as a port unreachable,
+// checked byte for byte, like one refused for want of a slot; once
+// descriptors are free, the same 4-tuple gets its flow and its datagram
+// reaches the server.
+func TestNoDescriptor(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			enterNetns(t)
+			r := newRig(t, 64, true)
+			srv := listenUDP(t, fam.loopback, 0)
+			payload := []byte("0123456789abcdef, no descriptor")
+			restore := atDescriptorLimit(t)
+			r.h.FromGuest([]packet.Packet{guestUDP(fam.guest, 40002, fam.gw, srv.port, 61, payload)})
+			restore()
+			if r.out.Count() != 1 || r.h.Stats.NoFDs != 1 || r.h.Flows() != 0 || r.ft.Count() != 0 {
+				t.Fatalf("%d frames, stats %+v, %d flows", r.out.Count(), r.h.Stats, r.h.Flows())
+			}
+			if fam.guest.Is4() {
+				checkICMPv4Unreach(t, r.out.Frames()[0], fam, srv.port, payload)
+			} else {
+				checkICMPv6Unreach(t, r.out.Frames()[0], fam, srv.port, payload)
+			}
+			r.h.FromGuest([]packet.Packet{guestUDP(fam.guest, 40002, fam.gw, srv.port, 61, payload)})
+			if got, _ := srv.recv(t); !bytes.Equal(got, payload) || r.h.nofd.Full() {
+				t.Fatalf("server got %q once descriptors were free (refusals %+v)", got, r.h.nofd)
+			}
+		})
+	}
+}

@@ -399,6 +399,10 @@ func (h *Handler) inbound(ln *listener, peer netip.Addr, pport uint16, scope uin
 	if err != nil {
 		h.ft.Free(i)
 		h.Stats.FlowFailures++
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			h.Stats.NoFDs++
+			h.nofd.Refuse(h.l.Now(), h.ft)
+		}
 		if logging.Debugging() {
 			logging.Debugf("UDP inbound flow from [%v]:%d: %v", peer, pport, err)
 		}

@@ -104,6 +104,7 @@ type Stats struct {
 	FlowsCreated, FlowsClosed uint64
 	FlowFailures              uint64 // datagrams dropped because no flow could be made
 	TableFull                 uint64 // of those, for want of a flow slot (the guest's got an ICMP error)
+	NoFDs                     uint64 // of those, for want of a descriptor (the guest's got an ICMP error)
 	ToHost, ToHostDropped     uint64 // guest datagrams sent / dropped
 	ToHostGSO                 uint64 // messages that carried several of them (UDP_SEGMENT)
 	ToGuest, ToGuestDropped   uint64 // host datagrams queued to the guest / dropped
@@ -130,9 +131,9 @@ type Handler struct {
 	// privWarned: the warning that replies from a port below 1024
 	// cannot be sent was given (replySocket).
 	privWarned bool
-	// full keeps the log of flows refused for want of a slot to a line
-	// per episode.
-	full flow.Refusals
+	// full and nofd keep the log of flows refused for want of a slot,
+	// or of a descriptor, to a line per episode.
+	full, nofd flow.Refusals
 	// viaSA is the peer's name for sends on a lent listener (viaName).
 	viaSA unix.RawSockaddrInet6
 
@@ -201,6 +202,7 @@ func New(cfg *config.Config, g *guest.State, out tap.Out, l *loop.Loop, ft *flow
 		frames:   make([][]byte, recvBatch),
 		scanned:  make(map[scanKey]int),
 		full:     flow.Refusals{What: "UDP flows"},
+		nofd:     flow.Refusals{What: "UDP flows", Cause: "out of file descriptors (RLIMIT_NOFILE)"},
 	}
 	if o := out.Offloads(); o.Csum || o.USO {
 		h.csumOff = true
@@ -403,12 +405,21 @@ func (h *Handler) flowOf(p *packet.Packet) flow.Index {
 		return flow.None
 	}
 	i, err := h.newFlow(p, &key)
-	if errors.Is(err, flow.ErrFull) {
+	switch {
+	case err == nil:
+	case errors.Is(err, flow.ErrFull):
 		h.Stats.FlowFailures++
-		h.refuse(p)
+		h.Stats.TableFull++
+		h.refuse(p, &h.full)
 		return flow.None
-	}
-	if err != nil {
+	case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE):
+		// No descriptor for the flow's socket: to the guest the same
+		// as a full table.
+		h.Stats.FlowFailures++
+		h.Stats.NoFDs++
+		h.refuse(p, &h.nofd)
+		return flow.None
+	default:
 		h.Stats.FlowFailures++
 		if logging.Debugging() {
 			logging.Debugf("UDP flow %v:%d -> %v:%d: %v", p.Src, p.SrcPort, p.Dst, p.DstPort, err)
@@ -418,9 +429,10 @@ func (h *Handler) flowOf(p *packet.Packet) flow.Index {
 	return i
 }
 
-// refuse answers guest datagram p, for which the table had no slot, with
-// an ICMP or ICMPv6 port unreachable from the address it was sent to, and
-// counts and logs the refusal (once per episode, see flow.Refusals).
+// refuse answers guest datagram p, for which the table had no slot or the
+// process no descriptor, with an ICMP or ICMPv6 port unreachable from the
+// address it was sent to, and logs the refusal through r (once per
+// episode, see flow.Refusals).
 //
 // Why port unreachable, and not "administratively prohibited" (ICMPv4 code
 // 13, ICMPv6 code 1) or silence (the C original drops the datagram):
@@ -434,9 +446,8 @@ func (h *Handler) flowOf(p *packet.Packet) flow.Index {
 // leave the guest to its own timeouts (seconds for a DNS query) with the
 // table possibly full for as long. A later datagram of the same 4-tuple
 // tries again, and gets through once a flow times out and frees a slot.
-func (h *Handler) refuse(p *packet.Packet) {
-	h.Stats.TableFull++
-	h.full.Refuse(h.l.Now(), h.ft)
+func (h *Handler) refuse(p *packet.Packet, r *flow.Refusals) {
+	r.Refuse(h.l.Now(), h.ft)
 	u, err := header.ParseUDP(p.L4Bytes())
 	if err != nil {
 		return
@@ -475,6 +486,7 @@ func (h *Handler) newFlow(p *packet.Packet, key *flow.Key) (flow.Index, error) {
 		h.ft.Free(i)
 		return flow.None, err
 	}
+	h.nofd.Admitted()
 	f := &h.flows[i]
 	*f = udpFlow{
 		ep: endpoints{
