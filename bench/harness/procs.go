@@ -206,20 +206,23 @@ func cpuTicks(pid int) (int64, error) {
 const clockTicks = 100
 
 // peakRSSKiB returns VmHWM of process pid in KiB, from /proc/PID/status.
-func peakRSSKiB(pid int) (int64, error) {
+func peakRSSKiB(pid int) (int64, error) { return statusKiB(pid, "VmHWM:") }
+
+// statusKiB returns the field (with its colon) of /proc/PID/status, in KiB.
+func statusKiB(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(l, field); ok {
 			f := strings.Fields(v)
 			if len(f) >= 1 {
 				return strconv.ParseInt(f[0], 10, 64)
 			}
 		}
 	}
-	return 0, errors.New("no VmHWM")
+	return 0, errors.New("no " + strings.TrimSuffix(field, ":"))
 }
 
 // listening reports whether the network namespace of process pid has a
@@ -298,10 +301,18 @@ func treeTicks(pid int) (int64, error) {
 
 // treePeakRSSKiB returns the sum of VmHWM over pid and its descendants: an
 // upper bound of the translator's peak memory.
-func treePeakRSSKiB(pid int) (int64, error) {
+func treePeakRSSKiB(pid int) (int64, error) { return treeKiB(pid, "VmHWM:") }
+
+// treeRSSKiB returns the sum of VmRSS (resident now) over pid and its
+// descendants.
+func treeRSSKiB(pid int) (int64, error) { return treeKiB(pid, "VmRSS:") }
+
+// treeKiB returns the sum of a /proc/PID/status field over pid and its
+// descendants (an error only if pid's own cannot be read).
+func treeKiB(pid int, field string) (int64, error) {
 	var sum int64
 	for i, p := range tree(pid) {
-		kb, err := peakRSSKiB(p)
+		kb, err := statusKiB(p, field)
 		if err != nil {
 			if i == 0 {
 				return 0, err

@@ -379,6 +379,16 @@ func (e *env) matrix(ctx context.Context) []report.Sample {
 				}
 				continue
 			}
+			if in.translator != nil && e.rowWanted("rss-idle") {
+				// Before any test: what the translator holds once set up
+				// and probed, resident now (VmRSS), its whole tree.
+				if kb, err := treeRSSKiB(in.translator.pid()); err == nil {
+					samples = append(samples, sample(in, rep, "rss-idle", float64(kb)/1024, nil))
+				}
+			}
+			if c.kind == "pasta" && c.path == "tap" && c.mtu == largest[c.family] && e.rowWanted("startup") {
+				samples = append(samples, e.startup(ctx, rep, in))
+			}
 			for _, t := range e.tests(c, c.mtu == largest[c.family]) {
 				if ctx.Err() != nil {
 					break

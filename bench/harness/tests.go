@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -110,7 +111,7 @@ var profiles = map[string]profile{
 		tapMTUs: []int{1500, 4000, 16384, 65520}, vethMTUs: []int{1500, 65520}, slirpMTUs: []int{65520},
 		ceilingMTUs: []int{1500, 65520}},
 	"quick": {name: "quick", reps: 1, tcpSecs: 1, udpSecs: 1, rrLen: 500 * time.Millisecond, streams: 2,
-		tests:   []string{"tcp4-out", "tcp4-in", "udp4-out", "tcprr4-out", "tcpcrr4-out", "udprr4-out"},
+		tests:   []string{"tcp4-out", "tcp4-in", "udp4-out", "tcprr4-out", "tcpcrr4-out", "udprr4-out", "startup", "rss-idle"},
 		tapMTUs: []int{65520}, vethMTUs: []int{65520}, slirpMTUs: []int{65520}, ceilingMTUs: []int{65520}},
 }
 
@@ -139,6 +140,54 @@ func (e *env) tests(c config, largest bool) []testSpec {
 		out = append(out, t)
 	}
 	return out
+}
+
+// rowWanted reports whether a row measured outside the test list (the
+// start-up and idle memory rows) is part of the run: in the profile's rows
+// (all if it lists none) and named by -tests (all if it names none).
+func (e *env) rowWanted(row string) bool {
+	if e.prof.tests != nil && !slices.Contains(e.prof.tests, row) {
+		return false
+	}
+	if len(e.opts.Tests) == 0 {
+		return true
+	}
+	for _, o := range e.opts.Tests {
+		if strings.EqualFold(o, row) || strings.EqualFold(o, "memory") && strings.HasPrefix(row, "rss") {
+			return true
+		}
+	}
+	return false
+}
+
+// startupRuns is how many times a start-up sample runs the command.
+const startupRuns = 11
+
+// startup measures the start-up row on pasta instance in: the wall time of
+// `BIN --config-net -f --runas 0 -- true`, spawn to exit (the namespace
+// made and configured, the command run, the exit seen), over startupRuns
+// runs of the instance's binary (the median is the sample; the fastest and
+// slowest are in Extra). The C original drops to nobody as root without
+// --runas and then cannot open its own namespace here: both get --runas 0,
+// as the instances do. Not pinned: a user's pasta is not.
+func (e *env) startup(ctx context.Context, rep int, in *instance) report.Sample {
+	ms := make([]float64, 0, startupRuns)
+	for i := 0; i < startupRuns && ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		_, stderr, err := run(ctx, 5*time.Second, []string{in.cfg.bin, "--config-net", "-f", "--runas", "0", "--", "true"})
+		if err != nil {
+			return sample(in, rep, "startup", 0, fmt.Errorf("%v: %s", err, lastLine(stderr)))
+		}
+		ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
+	}
+	if len(ms) == 0 {
+		return sample(in, rep, "startup", 0, ctx.Err())
+	}
+	slices.Sort(ms)
+	s := sample(in, rep, "startup", ms[len(ms)/2], nil)
+	s.Extra = map[string]float64{"min_ms": ms[0], "max_ms": ms[len(ms)-1], "runs": float64(len(ms))}
+	e.logf("  %s startup: %.1f ms (%.1f-%.1f)", in.cfg.name(), ms[len(ms)/2], ms[0], ms[len(ms)-1])
+	return s
 }
 
 // spliceUDPLen is the datagram length of the UDP tests on the loopback

@@ -51,7 +51,7 @@ type Sample struct {
 type RowDef struct {
 	ID     string
 	Title  string // with "ns" for the namespace or guest side: see Title
-	Unit   string // "Gbps", "µs", "%", "s/GB", "MiB"
+	Unit   string // "Gbps", "µs", "%", "s/GB", "MiB", "ms"
 	Higher bool   // higher is better (throughput); false for latency, loss, CPU
 	Plot   bool   // gets an SVG plot by MTU
 }
@@ -77,6 +77,8 @@ var Rows = []RowDef{
 	{"cpu-tcp4-out", "Translator CPU per GB, TCP over IPv4: ns to host", "s/GB", false, false},
 	{"cpu-tcp4-in", "Translator CPU per GB, TCP over IPv4: host to ns", "s/GB", false, false},
 	{"rss", "Translator peak RSS", "MiB", false, false},
+	{"rss-idle", "Translator RSS, idle after set-up", "MiB", false, false},
+	{"startup", "Start-up to exit: pasta --config-net -f -- true", "ms", false, false},
 }
 
 // RowByID returns the definition of the row id and whether it exists.

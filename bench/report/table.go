@@ -216,7 +216,7 @@ func buildGroup(cells map[CellKey]Cell, sec Section, rd RowDef, mtus []int, conf
 			}
 		}
 	}
-	if rd.ID == "rss" || rd.ID == "udp4-out-1g-loss" || len(rd.ID) > 4 && rd.ID[:4] == "cpu-" {
+	if rd.ID == "rss" || rd.ID == "rss-idle" || rd.ID == "startup" || rd.ID == "udp4-out-1g-loss" || len(rd.ID) > 4 && rd.ID[:4] == "cpu-" {
 		return g // no kernel figure to compare with
 	}
 	for _, o := range present {
