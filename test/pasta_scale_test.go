@@ -741,16 +741,17 @@ func TestPastaDescriptorLimit(t *testing.T) {
 			t.Fatalf("%d connections made, %d refused: the limit did not bite, or too early", len(cs), refused)
 		}
 
-		// At the limit: a forwarded connection is reset at once.
+		// At the limit: a forwarded connection is reset at once (so
+		// soon, at times, that connect() itself reports it).
 		in, err := hostDial(w.h, w.addr(tcpPaths[2]))
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			in.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = in.Read(make([]byte, 1))
+			in.Close()
 		}
-		in.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := in.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-			t.Errorf("a connection to the forwarded port at the limit: read %v, want ECONNRESET at once", err)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("a connection to the forwarded port at the limit: %v, want ECONNRESET at once", err)
 		}
-		in.Close()
 		// At the limit: a new UDP flow is refused.
 		srv := listenUDP(t, w.h, "127.0.0.1")
 		go udpEchoServer(srv, nil)
