@@ -64,6 +64,16 @@
 //     connections every 30 s and resets connections idle for 2 h.
 //   - Initial sequence numbers are SipHash-2-4 of the 4-tuple under a
 //     per-process key plus a 32 ns clock (RFC 6528).
+//   - Out of resources: a guest SYN that gets no flow slot (the table is
+//     full) or no socket (the descriptor limit) is answered with RST+ACK
+//     at once, so the guest's connect() fails instead of retrying for two
+//     minutes; a connection accepted on a forwarded port that gets no slot
+//     is reset. A listener whose accept fails for want of a descriptor
+//     gives up a spare one it holds for the purpose, accepts and resets
+//     what waits, and takes the spare again, so that its backlog empties
+//     and the loop does not spin on a listener that stays readable. Each
+//     episode is logged once (flow.Refusals); new connections work again
+//     as soon as slots or descriptors free up.
 //
 // Per-connection state lives in an array indexed by flow.Index, sized
 // like the flow table; the steady state (data both ways, ACKs) allocates

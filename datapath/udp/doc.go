@@ -49,6 +49,12 @@
 //     rebuilt as the guest sent them, followed by the quoted payload bytes.
 //     A guest's datagram to a closed host port therefore makes the guest's
 //     socket report "connection refused".
+//   - Out of resources: a guest datagram whose flow gets no slot (the
+//     table is full) or no socket (the descriptor limit) is answered with
+//     an ICMP/ICMPv6 port unreachable quoting it (why that one: refuse),
+//     and a host datagram on a forwarded port in the same case is dropped;
+//     each episode is logged once (flow.Refusals), and the next datagram
+//     of the 4-tuple tries again.
 //   - Timeouts follow conntrack: net/netfilter/nf_conntrack_udp_timeout
 //     (30 s if absent) and, once the flow is a "stream" (the peer answered and
 //     either side sent more than once), nf_conntrack_udp_timeout_stream
