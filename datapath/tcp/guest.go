@@ -186,7 +186,13 @@ func (h *Handler) open(p *packet.Packet) (flow.Index, bool) {
 		mss = min(mss, mssMax4)
 	}
 	sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, mss)
+	if mss <= maxSegOpt {
+		// Above the kernel's limit the call fails with EINVAL (a guest
+		// on a 65520-byte link announces 65480): one system call per
+		// connection saved, and the socket's MSS is the route's either
+		// way.
+		sys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, mss)
+	}
 	if err := bindOutbound(fd, &tgt); err != nil {
 		logging.Debugf("tcp: %v", err)
 		unix.Close(fd)
@@ -306,12 +312,6 @@ func (h *Handler) establish(i flow.Index) {
 	c.events = established
 	c.retries = 0
 	h.l.Timers().Cancel(int32(i))
-	if h.peekOff {
-		if e := sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
-			h.reset(i)
-			return
-		}
-	}
 	c.flags |= fHostData
 }
 
@@ -340,12 +340,6 @@ func (h *Handler) synAckFromGuest(i flow.Index, p *packet.Packet, t header.TCP) 
 	c.events = established
 	c.retries = 0
 	h.l.Timers().Cancel(int32(i))
-	if h.peekOff {
-		if e := sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); e != 0 {
-			h.reset(i)
-			return
-		}
-	}
 	h.updateWindow(i)
 	c.flags |= fHostData
 	if h.sendData(i) == 0 {
@@ -663,7 +657,8 @@ func (h *Handler) rewind(i flow.Index) {
 		return
 	}
 	c.seqToTap = c.seqAckFromTap
-	if h.peekOff {
+	if c.flags&fPeekOff != 0 {
+		// Without fPeekOff the kernel peeks from the head already.
 		sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
 	}
 	c.flags |= fHostData

@@ -38,8 +38,18 @@ func (h *Handler) sockEvent(r loop.Ref, ev uint32) {
 		return
 	}
 	if ev&unix.EPOLLERR != 0 {
-		soErr, _ := sys.GetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		logging.Debugf("tcp: flow %d: socket error: %v", i, unix.Errno(soErr))
+		if logging.Debugging() {
+			soErr, _ := sys.GetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR)
+			logging.Debugf("tcp: flow %d: socket error: %v", i, unix.Errno(soErr))
+		}
+		if ev&unix.EPOLLHUP != 0 {
+			// Error and hang-up: the socket is closed already (a reset
+			// from the peer, a timeout: tcp_done), so closing it sends
+			// nothing, with or without SO_LINGER: the guest gets its
+			// reset, the socket a plain close.
+			h.resetDead(i)
+			return
+		}
 		h.reset(i)
 		return
 	}
@@ -145,6 +155,19 @@ func (h *Handler) sendData(i flow.Index) int {
 			return sent
 		}
 		j := 0
+		if h.peekOff && inflight > 0 && c.flags&fPeekOff == 0 {
+			// The peek offset is turned on only once data is in
+			// flight: until then a peek starts at the head of the
+			// queue anyway, and a connection that never peeks with
+			// data unacknowledged (request and response, one at a
+			// time) makes one system call less.
+			if e := sys.SetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(inflight)); e != 0 {
+				logging.Debugf("tcp: flow %d: SO_PEEK_OFF: %v", i, e)
+				h.reset(i)
+				return sent
+			}
+			c.flags |= fPeekOff
+		}
 		if !h.peekOff && inflight > 0 {
 			// No SO_PEEK_OFF: bytes already sent land in a scratch
 			// buffer in front of the frames.

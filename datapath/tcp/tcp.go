@@ -50,6 +50,7 @@ const (
 	fRewound                       // a fast retransmission was done for the current guest ACK
 	fPersist                       // the timer is a zero-window probe, not a retransmission
 	fLost                          // guest data up to dropEnd was dropped (short write or past a gap): dupAcks due
+	fPeekOff                       // SO_PEEK_OFF is on for the socket (set at the first peek with data in flight)
 )
 
 // conn is the per-connection state, indexed by flow.Index. It holds no
@@ -171,6 +172,7 @@ const (
 	keepaliveScan = 30 * time.Second
 	idleTimeout   = 7200 * time.Second
 	listenBacklog = 128
+	maxSegOpt     = 32767 // largest TCP_MAXSEG the kernel takes (MAX_TCP_WINDOW)
 	acceptBatch   = 64 // connections taken per listener event
 )
 
@@ -361,6 +363,19 @@ func (h *Handler) reset(i flow.Index) {
 	h.ctrl(i, flagRST|flagACK)
 	h.Stats.Resets++
 	h.closeConn(i, true)
+}
+
+// resetDead sends RST to the guest for connection i, whose host socket
+// the kernel has closed already (reset by the peer, timed out), and
+// closes the socket without SO_LINGER: on a closed socket it would change
+// nothing and cost a system call.
+func (h *Handler) resetDead(i flow.Index) {
+	if h.conns[i].flags&fClosed != 0 {
+		return
+	}
+	h.ctrl(i, flagRST|flagACK)
+	h.Stats.Resets++
+	h.closeConn(i, false)
 }
 
 // reap frees the slots of connections closed during the turn (the only
