@@ -13,7 +13,8 @@
 //
 //   - Host to guest: data stays in the socket's receive queue until the
 //     guest acknowledges it. One recvmsg(MSG_PEEK) at the socket's peek
-//     offset (SO_PEEK_OFF) fills the payload areas of up to 32 frames of
+//     offset (SO_PEEK_OFF, turned on at the first peek with data in
+//     flight: before that a peek starts at the head anyway) fills the payload areas of up to 32 frames of
 //     the guest queue, whose headers are then written in place and
 //     checksummed once (checksum package, pseudo-header included). A
 //     guest ACK drops the acknowledged bytes with recv(MSG_TRUNC); a
@@ -28,7 +29,10 @@
 //     kernel accounts it (SO_MEMINFO, converted to payload with the skb
 //     overhead SIOCOUTQ reveals), so that what the guest sends within it
 //     is taken whole: a short write is the exception, not the flow
-//     control. When the socket is short of space we subscribe EPOLLOUT
+//     control. Between queries, while the bytes written since are a
+//     small part of the room the last one showed, the window is that room
+//     less those bytes (its right edge unmoved): a request or a response
+//     costs no query. When the socket is short of space we subscribe EPOLLOUT
 //     (which also marks the socket SOCK_NOSPACE, letting send buffer
 //     autotuning grow it) and re-announce the window as soon as it opens;
 //     if a write was short anyway, the unwritten bytes are dropped

@@ -340,7 +340,9 @@ func (h *Handler) synAckFromGuest(i flow.Index, p *packet.Packet, t header.TCP) 
 	c.events = established
 	c.retries = 0
 	h.l.Timers().Cancel(int32(i))
-	h.updateWindow(i)
+	// Nothing was written since our SYN asked for the window: the
+	// answer then still holds, unless it was short.
+	h.windowAfter(i, 0)
 	c.flags |= fHostData
 	if h.sendData(i) == 0 {
 		h.ctrl(i, flagACK)
@@ -468,7 +470,7 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 		}
 	}
 
-	wrote := false
+	wrote, written := false, 0
 	if n > 0 {
 		h.msg.Iov = &h.iov[0]
 		h.msg.Iovlen = uint64(n)
@@ -484,7 +486,7 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 		}
 		c.seqFromTap += uint32(w)
 		h.Stats.BytesIn += uint64(w)
-		wrote = true
+		wrote, written = true, w
 		if w < total {
 			// The socket took less than we offered (tcp.md §4): the
 			// rest is dropped unacknowledged; once the socket has room
@@ -516,8 +518,10 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 	}
 
 	changed := false
-	if wrote || fin || c.flags&fDropped != 0 {
+	if fin || c.flags&fDropped != 0 {
 		changed = h.updateWindow(i)
+	} else if wrote {
+		changed = h.windowAfter(i, uint32(written))
 	}
 	due := forceAck || changed || c.seqFromTap != c.seqAckToTap
 	sent := 0
@@ -675,6 +679,7 @@ func (h *Handler) updateWindow(i flow.Index) bool {
 	c := &h.conns[i]
 	fd := int(c.fd)
 	var free uint32
+	c.sndFree, c.sndSince = 0, 0
 	if e := sys.MemInfo(fd, &h.mi); e != 0 {
 		free = initWnd
 	} else {
@@ -718,7 +723,40 @@ func (h *Handler) updateWindow(i flow.Index) bool {
 			c.flags |= fWantOut
 			h.setEpoll(i, evData|unix.EPOLLOUT)
 		}
+		if !notWritable && c.flags&fDropped == 0 && free >= estMinSegs*mss {
+			c.sndFree = free
+		}
 	}
+	return h.setWindow(c, free)
+}
+
+// windowAfter is updateWindow after w more bytes went to connection i's
+// socket, without asking the kernel when it need not: while the bytes
+// written since the last SO_MEMINFO are at most a quarter of the room it
+// showed (and that room was plenty: estMinSegs segments, the socket
+// writable, nothing dropped), the window is that room less those bytes.
+// The right edge offered (seqFromTap + window) then stays where the kernel
+// put it, the guest always keeps three quarters of it, so it goes on
+// sending (and we on asking) as long as it has data; the kernel's room
+// only grows meanwhile, as the peer reads. Small writes (a request, a
+// response: TCP_RR) cost no system call; bulk writes, a quarter of the
+// buffer each, ask every time, as before.
+//
+// i: the connection; w: the bytes just written (0: none, the window is
+// wanted again). Returns whether the raw window field changed.
+func (h *Handler) windowAfter(i flow.Index, w uint32) bool {
+	c := &h.conns[i]
+	if c.sndFree == 0 || c.flags&(fWantOut|fDropped) != 0 || uint64(c.sndSince)+uint64(w) > uint64(c.sndFree/4) {
+		return h.updateWindow(i)
+	}
+	c.sndSince += w
+	return h.setWindow(c, c.sndFree-c.sndSince)
+}
+
+// setWindow sets the raw window field announced to connection c's guest
+// for free bytes of room (at least the initial window before the
+// handshake is complete, at most maxWnd). Returns whether it changed.
+func (h *Handler) setWindow(c *conn, free uint32) bool {
 	if c.events&established == 0 {
 		free = max(free, initWnd)
 	}

@@ -71,6 +71,8 @@ type conn struct {
 	seqInitFromTap uint32 // guest ISN (+1 if the guest answered our SYN)
 	dropEnd        uint32 // with fLost: end of the furthest guest data we dropped
 	dupAckSeq      uint32 // with fLost: seqFromTap of the last duplicate ACK burst
+	sndFree        uint32 // room in the socket at the last SO_MEMINFO, in payload bytes; 0: ask again (windowAfter)
+	sndSince       uint32 // bytes written to the socket since that SO_MEMINFO
 
 	wndFromTap uint32 // guest window in bytes (scaled)
 	wndRaw     uint16 // raw window field of the guest's latest ACK
@@ -173,7 +175,8 @@ const (
 	idleTimeout   = 7200 * time.Second
 	listenBacklog = 128
 	maxSegOpt     = 32767 // largest TCP_MAXSEG the kernel takes (MAX_TCP_WINDOW)
-	acceptBatch   = 64 // connections taken per listener event
+	estMinSegs    = 4     // windowAfter estimates only from a room of at least this many of our segments
+	acceptBatch   = 64    // connections taken per listener event
 )
 
 // ErrNoPeekOffset is reported by probes when SO_PEEK_OFF is unusable.
