@@ -514,6 +514,14 @@ func init() {
 			st.cfg.Stats = time.Duration(n) * time.Second
 			return nil
 		}},
+		{optDef{0, []string{"busy-poll"}, requiredArg}, bothModes, func(st *parseState, v string) error {
+			n, ok := parseUnsigned(v)
+			if !ok || n > config.MaxBusyPoll {
+				return st.invalid(v, fmt.Sprintf("want microseconds, at most %d", config.MaxBusyPoll))
+			}
+			st.cfg.BusyPoll = time.Duration(n) * time.Microsecond
+			return nil
+		}},
 		{optDef{'c', []string{"conf-path"}, requiredArg}, bothModes, func(st *parseState, v string) error {
 			st.cfg.ConfPath = v
 			return st.checkString(v, unixPathMax)

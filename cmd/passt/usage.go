@@ -49,6 +49,8 @@ func usage(mode config.Mode) string {
 		"                           (default: nobody when started as root)",
 		"      --stats DELAY        Print event statistics every DELAY seconds",
 		"                           (needs --foreground)",
+		"      --busy-poll USEC     Spin up to USEC microseconds before waiting",
+		"                           for events (default 0: off; costs CPU)",
 		"  -c, --conf-path PATH     Listen for run-time configuration on PATH",
 		"      --chroot-fallback    Use chroot() where pivot_root() fails",
 		"  -h, --help               Print this help and exit",

@@ -58,6 +58,9 @@ const (
 	MinLogSize     = 5 * 8192
 )
 
+// MaxBusyPoll is the longest spin --busy-poll takes, in microseconds.
+const MaxBusyPoll = 10000
+
 // Limits on what is advertised to the guest, as in the C original.
 const (
 	MaxDNS    = 3 // servers per family
@@ -119,7 +122,10 @@ type Config struct {
 	PidFile    string
 	FD         int           // -F/--fd, -1 if none (implies OneOff)
 	Stats      time.Duration // --stats: minimum interval of event statistics
-	ConfPath   string        // -c/--conf-path: configuration socket (pesto)
+	// BusyPoll (--busy-poll, ours): the event loop spins for up to this
+	// long, adaptively, before a wait that would block; 0: off.
+	BusyPoll time.Duration
+	ConfPath string // -c/--conf-path: configuration socket (pesto)
 	// ChrootFallback: --chroot-fallback, use chroot() where pivot_root()
 	// fails.
 	ChrootFallback bool

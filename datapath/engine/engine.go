@@ -127,6 +127,7 @@ func New(cfg *config.Config, be tap.Backend, o Options) (*Engine, error) {
 		frames: make([][]byte, Batch),
 	}
 	e.resetGuest()
+	l.SetBusyPoll(cfg.BusyPoll)
 	logging.Debugf("checksum: %s", checksum.Describe())
 	e.Demux = demux.New(cfg, &e.Guest, Batch)
 	l.Handle(loop.KindTap, e.tapReady)
