@@ -121,20 +121,22 @@ func TestFirstContactSetgroupsDenied(t *testing.T) {
 
 // TestFirstContactProcessNames starts pasta spawning `sleep 600` and
 // checks that every process of ours has the name pasta was invoked by (the
-// supervisor and the sandboxed process, a re-execution of /proc/self/exe),
-// and that pidof finds them.
+// supervisor and the sandboxed process, a re-execution of /proc/self/exe or,
+// where it is installed, of the optimised build beside it), and that pidof
+// finds them.
 func TestFirstContactProcessNames(t *testing.T) {
 	forEachPeerMode(t, []pastaMode{modeSpawnRoot}, func(t *testing.T, peer nstest.Peer, mode pastaMode) {
 		h := nstest.NewHost(t)
 		p := startPasta(t, h, peer, mode, append([]string{"--config-net"}, quietArgs...)...)
 		// Ours: the supervisor and its children that run the same
-		// executable (the sandboxed process; not the command's).
-		exe := mustReadlink(t, fmt.Sprintf("/proc/%d/exe", p.PID))
+		// executable or its optimised build (the sandboxed process,
+		// started from passt.avx2 when that exists; not the command's).
+		exe := strings.TrimSuffix(mustReadlink(t, fmt.Sprintf("/proc/%d/exe", p.PID)), ".avx2")
 		ours := []int{p.PID}
 		nstest.WaitFor(t, 10*time.Second, func() bool {
 			ours = ours[:1]
 			for _, k := range childrenNamed(p.PID, "") {
-				if e, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", k)); e == exe {
+				if e, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", k)); e == exe || e == exe+".avx2" {
 					ours = append(ours, k)
 				}
 			}
