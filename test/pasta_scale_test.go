@@ -22,6 +22,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -285,45 +286,25 @@ func (e *errorList) report(t *testing.T) {
 	}
 }
 
-// scaleEchoEnv, set to a number of connections, makes the test binary
-// run TestPastaScaleEchoHelper as TestPastaScaleTCP's echo server.
-const scaleEchoEnv = "GOPASST_SCALE_ECHO"
-
-// TestPastaScaleEchoHelper is not a test: run by TestPastaScaleTCP as a
-// process of its own (this test binary, -test.run naming it, scaleEchoEnv
-// set to n), in the host's namespace, it is the echo server of the n
-// connections, so that their server ends do not count against the test
-// process's descriptor limit, which a test process without
-// CAP_SYS_RESOURCE cannot raise past its hard limit (20,000 here: less
-// than both ends of 10,000 connections). It listens on 127.0.0.1, prints
-// "port N", accepts n connections and checks each one's message (once
-// each: the index is its own, the bytes its stream), echoes it, closes odd
-// connections itself after the echo and waits for the client's close on
-// even ones; then prints "served N" and exits 0, or prints the first
-// errors and exits 1. Everything is bounded by a 60 s deadline.
-func TestPastaScaleEchoHelper(t *testing.T) {
-	n, err := strconv.Atoi(os.Getenv(scaleEchoEnv))
-	if err != nil {
-		t.Skip("the echo server of TestPastaScaleTCP, run as a process of its own")
-	}
-	fail := func(format string, args ...any) {
-		fmt.Printf("error: "+format+"\n", args...)
-		os.Exit(1)
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		fail("listen: %v", err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	ln.(*net.TCPListener).SetDeadline(deadline)
-	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
+// scaleServe is the server half of TestPastaScaleTCP: it accepts n
+// connections on ln and, for each, reads its message and checks it (the
+// index is its own and seen once, the bytes its stream), echoes it once
+// all n are accepted (so that all are open at once, whatever the
+// clients do: accepted, if not nil, is called then), closes odd
+// connections itself after the echo and waits for the client's close
+// (EOF) on even ones. Every step is bounded by deadline. Returns the
+// errors.
+func scaleServe(ln *net.TCPListener, n int, deadline time.Time, accepted func()) *errorList {
 	var errs errorList
+	ln.SetDeadline(deadline)
 	seen := make([]atomic.Bool, n)
+	all := make(chan struct{})
 	var wg sync.WaitGroup
 	for k := 0; k < n; k++ {
 		c, err := ln.Accept()
 		if err != nil {
-			fail("accept after %d connections: %v", k, err)
+			errs.add(fmt.Errorf("accept after %d connections: %w", k, err))
+			break
 		}
 		wg.Add(1)
 		go func() {
@@ -332,160 +313,287 @@ func TestPastaScaleEchoHelper(t *testing.T) {
 			c.SetDeadline(deadline)
 			msg := make([]byte, scaleMsg)
 			if _, err := io.ReadFull(c, msg); err != nil {
-				errs.add(fmt.Errorf("read from %v: %w", c.RemoteAddr(), err))
+				errs.add(fmt.Errorf("server: read from %v: %w", c.RemoteAddr(), err))
 				return
 			}
 			i, ok := checkScaleMessage(msg, n)
 			if !ok || seen[i].Swap(true) {
-				errs.add(fmt.Errorf("from %v: not a message of its own (index %d, valid %v)", c.RemoteAddr(), i, ok))
+				errs.add(fmt.Errorf("server: from %v: not a message of its own (index %d, valid %v)", c.RemoteAddr(), i, ok))
 				return
 			}
+			select {
+			case <-all:
+			case <-time.After(time.Until(deadline)):
+			}
 			if _, err := c.Write(msg); err != nil {
-				errs.add(fmt.Errorf("echo %d: %w", i, err))
+				errs.add(fmt.Errorf("server: echo %d: %w", i, err))
 				return
 			}
 			if i%2 == 1 {
 				return // the server closes first
 			}
 			if k, err := c.Read(msg[:1]); k != 0 || err != io.EOF {
-				errs.add(fmt.Errorf("connection %d: %d bytes, %v after the echo, want EOF", i, k, err))
+				errs.add(fmt.Errorf("server: connection %d: %d bytes, %v after the echo, want EOF", i, k, err))
+			}
+		}()
+	}
+	if accepted != nil && errs.n == 0 {
+		accepted()
+	}
+	close(all)
+	wg.Wait()
+	return &errs
+}
+
+// scaleClients is the client half of TestPastaScaleTCP: 8 threads, each
+// made by do (which runs a function in the clients' namespace), dial their
+// share of the n connections to dst one after the other; once all are
+// open, established (if not nil) is called, then each connection sends its
+// message, reads and checks the echo, reads EOF first on odd connections
+// (the server closes those) and closes. Every step is bounded by
+// deadline. Returns the errors and when the last connection was made.
+func scaleClients(do func(func() error) error, dst string, n int, deadline time.Time, established func()) (*errorList, time.Time) {
+	var errs errorList
+	clients := make([]net.Conn, n)
+	const dialers = 8
+	var wg sync.WaitGroup
+	for d := range dialers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := do(func() error {
+				for i := d; i < n; i += dialers {
+					c, err := net.DialTimeout("tcp4", dst, 10*time.Second)
+					if err != nil {
+						return fmt.Errorf("dial %d to %s: %w", i, dst, err)
+					}
+					clients[i] = c
+				}
+				return nil
+			})
+			if err != nil {
+				errs.add(err)
 			}
 		}()
 	}
 	wg.Wait()
+	done := time.Now()
+	if errs.n > 0 {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return &errs, done
+	}
+	if established != nil {
+		established()
+	}
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			c.SetDeadline(deadline)
+			msg := scaleMessage(i)
+			if _, err := c.Write(msg); err != nil {
+				errs.add(fmt.Errorf("client %d: write: %w", i, err))
+				return
+			}
+			got := make([]byte, scaleMsg)
+			if _, err := io.ReadFull(c, got); err != nil {
+				errs.add(fmt.Errorf("client %d: read the echo: %w", i, err))
+				return
+			}
+			if !bytes.Equal(got, msg) {
+				errs.add(fmt.Errorf("client %d: the echo differs", i))
+				return
+			}
+			if i%2 == 1 {
+				// The server closed first: EOF, then close.
+				if k, err := c.Read(got[:1]); k != 0 || err != io.EOF {
+					errs.add(fmt.Errorf("client %d: %d bytes, %v after the echo, want EOF", i, k, err))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return &errs, done
+}
+
+// Environment of TestPastaScaleHelper: scaleHelperN, set to a number of
+// connections, makes the test binary run it; scaleHelperDial, if set, is
+// the address its clients dial (else it serves).
+const (
+	scaleHelperN    = "GOPASST_SCALE_N"
+	scaleHelperDial = "GOPASST_SCALE_DIAL"
+)
+
+// TestPastaScaleHelper is not a test: run by TestPastaScaleTCP as a
+// process of its own (this test binary, -test.run naming it, scaleHelperN
+// set to n), in the host's namespace, it is the host's half of the n
+// connections, so that they do not count against the test process's
+// descriptor limit, which a test process without CAP_SYS_RESOURCE cannot
+// raise past its hard limit (20,000 here: less than both ends of 10,000
+// connections). With scaleHelperDial it is the clients (scaleClients, to
+// that address); else it listens on 127.0.0.1, prints "port N" and is the
+// server (scaleServe). Then it prints "done N" and exits 0, or prints the
+// first errors and exits 1. Everything is bounded by a 60 s deadline.
+func TestPastaScaleHelper(t *testing.T) {
+	n, err := strconv.Atoi(os.Getenv(scaleHelperN))
+	if err != nil {
+		t.Skip("the host's half of TestPastaScaleTCP, run as a process of its own")
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var errs *errorList
+	if dst := os.Getenv(scaleHelperDial); dst != "" {
+		errs, _ = scaleClients(func(f func() error) error { return f() }, dst, n, deadline, nil)
+	} else {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			fmt.Printf("error: listen: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
+		errs = scaleServe(ln.(*net.TCPListener), n, deadline, nil)
+	}
 	if errs.n > 0 {
 		for _, err := range errs.first {
 			fmt.Printf("error: %v\n", err)
 		}
-		fail("%d errors in all", errs.n)
+		fmt.Printf("error: %d in all\n", errs.n)
+		os.Exit(1)
 	}
-	fmt.Printf("served %d\n", n)
+	fmt.Printf("done %d\n", n)
 	os.Exit(0)
 }
 
-// TestPastaScaleTCP opens scaleConns TCP connections from pasta's
-// namespace to an echo server on the host's loopback (through the gateway
-// address, so over the tap; the server is TestPastaScaleEchoHelper, in a
-// process of its own), all established before any data moves; then each
-// sends its own scaleMsg bytes and reads them back, checked at the server
-// (which must see every connection's message once) and at the client;
-// even connections are closed by the client first, odd ones by the
-// server. pasta's descriptors must come back to their count from before
-// within 30 s (they close at the end of the turn that ends a connection:
-// no wait for TIME_WAIT, which the kernel keeps without a descriptor).
+// startScaleHelper starts TestPastaScaleHelper in host h for n
+// connections, as their clients dialling dial if it is not empty, else as
+// their server, whose port it returns. It fails t if the helper gives no
+// port.
+func startScaleHelper(t *testing.T, h *nstest.Host, n int, dial string) (*nstest.Proc, string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{scaleHelperN + "=" + strconv.Itoa(n)}
+	if dial != "" {
+		env = append(env, scaleHelperDial+"="+dial)
+	}
+	proc := h.Start(t, "env", append(env, self, "-test.run=^TestPastaScaleHelper$")...)
+	if dial != "" {
+		return proc, ""
+	}
+	var port string
+	nstest.Poll(10*time.Second, func() bool {
+		for _, line := range strings.Split(proc.Output(), "\n") {
+			if v, ok := strings.CutPrefix(line, "port "); ok {
+				port = v
+				return true
+			}
+		}
+		return proc.Exited()
+	})
+	if port == "" {
+		t.Fatalf("the scale helper gave no port:\n%s", proc.Output())
+	}
+	return proc, port
+}
+
+// waitScaleHelper waits for helper proc to end by deadline (plus 5 s) and
+// fails t unless it ends with status 0 having done its n connections.
+func waitScaleHelper(t *testing.T, proc *nstest.Proc, n int, deadline time.Time) {
+	t.Helper()
+	code, err := proc.Wait(time.Until(deadline) + 5*time.Second)
+	if out := proc.Output(); err != nil || code != 0 || !strings.Contains(out, fmt.Sprintf("done %d\n", n)) {
+		t.Fatalf("the host's half: status %d, %v:\n%s", code, err, out)
+	}
+}
+
+// kernelCounters returns counter name of the namespace run executes in
+// (nstat), or 0 if it cannot be read: for the logs only.
+func kernelCounters(run nstest.CmdFunc, names ...string) []uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), nstest.CmdTimeout)
+	defer cancel()
+	st, err := nstest.ReadNstat(ctx, run)
+	out := make([]uint64, len(names))
+	if err == nil {
+		for k, name := range names {
+			out[k] = st.All[name]
+		}
+	}
+	return out
+}
+
+// scaleCounters are the kernel's counters TestPastaScaleTCP logs: in
+// pasta's namespace, the guest's retransmission timeouts (segments pasta
+// took longer than the guest's RTO, at least 200 ms, to acknowledge); in
+// the host, connections dropped because a listener's backlog was full
+// (pasta's -t listener, for inbound connections).
+func scaleCounters(w *tcpWorld) (guestRTOs, hostOverflows uint64) {
+	return kernelCounters(w.p.NSCmd, "TcpExtTCPTimeouts")[0], kernelCounters(w.h.Cmd, "TcpExtListenOverflows")[0]
+}
+
+// TestPastaScaleTCP runs scaleConns TCP connections at once through
+// pasta's tap, each way in turn. Outbound: from pasta's namespace to an
+// echo server on the host's loopback (through the gateway address);
+// inbound: from the host to its own address at a port forwarded with -t,
+// to an echo server in the namespace. The host's half of the connections
+// is TestPastaScaleHelper, in a process of its own. All connections are
+// established before any data moves; then each sends its own scaleMsg
+// bytes and reads them back, checked at the server (which must see every
+// connection's message once) and at the client; even connections are
+// closed by the client first, odd ones by the server. pasta's descriptors
+// must come back to their count from before within 30 s (they close at
+// the end of the turn that ends a connection: no wait for TIME_WAIT,
+// which the kernel keeps without a descriptor).
 func TestPastaScaleTCP(t *testing.T) {
 	forEachPeerBut(t, reasonScale, func(t *testing.T, peer nstest.Peer) {
 		n := scaleConns
 		raiseNofile(t, uint64(n+4096))
-		h := nstest.NewHost(t)
-		p := startPasta(t, h, peer, modeAttachRoot, append([]string{"--config-net"}, quietArgs...)...)
-		probe := newScaleProbe(t, pastaWorker(t, p.PID), n)
-		start := time.Now()
-		deadline := start.Add(60 * time.Second)
-
-		self, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := h.Start(t, "env", scaleEchoEnv+"="+strconv.Itoa(n), self, "-test.run=^TestPastaScaleEchoHelper$")
-		var port string
-		nstest.Poll(10*time.Second, func() bool {
-			for _, line := range strings.Split(srv.Output(), "\n") {
-				if v, ok := strings.CutPrefix(line, "port "); ok {
-					port = v
-					return true
-				}
-			}
-			return srv.Exited()
+		w := newTCPWorld(t, peer, modeAttachRoot)
+		t.Run("outbound", func(t *testing.T) {
+			rto0, ovf0 := scaleCounters(w)
+			probe := newScaleProbe(t, w.worker, n)
+			start := time.Now()
+			deadline := start.Add(60 * time.Second)
+			srv, port := startScaleHelper(t, w.h, n, "")
+			dst := net.JoinHostPort(nstest.HostGW4.String(), port)
+			// Once every client's connect() has returned, pasta has
+			// sent each its SYN+ACK, which it does once its own
+			// connect() to the server succeeded: it holds every host
+			// socket then.
+			errs, established := scaleClients(w.p.Do, dst, n, deadline, probe.observe)
+			errs.report(t)
+			waitScaleHelper(t, srv, n, deadline)
+			rto, ovf := scaleCounters(w)
+			t.Logf("%d connections established in %v, echoed and closed by %v; guest retransmission timeouts %d, host listen overflows %d", n,
+				established.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond), rto-rto0, ovf-ovf0)
+			probe.finish(t, "TCP outbound", n, 30*time.Second)
 		})
-		if port == "" {
-			t.Fatalf("the echo server gave no port:\n%s", srv.Output())
-		}
-		dst := net.JoinHostPort(nstest.HostGW4.String(), port)
-		var errs errorList
-
-		// The clients: 8 threads in pasta's namespace dialling their
-		// share one after the other.
-		clients := make([]*net.TCPConn, n)
-		t.Cleanup(func() {
-			for _, c := range clients {
-				if c != nil {
-					c.Close()
-				}
-			}
+		t.Run("inbound", func(t *testing.T) {
+			rto0, ovf0 := scaleCounters(w)
+			probe := newScaleProbe(t, w.worker, n)
+			start := time.Now()
+			deadline := start.Add(60 * time.Second)
+			cli, _ := startScaleHelper(t, w.h, n, w.addr(tcpPaths[2]))
+			// Once the namespace accepted the n-th connection, and
+			// before any is echoed (so none closed), pasta holds
+			// every accepted host socket.
+			var accepted time.Duration
+			errs := scaleServe(w.inbound, n, deadline, func() {
+				accepted = time.Since(start)
+				probe.observe()
+			})
+			errs.report(t)
+			waitScaleHelper(t, cli, n, deadline)
+			rto, ovf := scaleCounters(w)
+			t.Logf("%d connections accepted in %v, echoed and closed by %v; guest retransmission timeouts %d, host listen overflows %d", n,
+				accepted.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), rto-rto0, ovf-ovf0)
+			probe.finish(t, "TCP inbound", n, 30*time.Second)
 		})
-		const dialers = 8
-		var wg sync.WaitGroup
-		for d := range dialers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := p.Do(func() error {
-					for i := d; i < n; i += dialers {
-						c, err := net.DialTimeout("tcp4", dst, 10*time.Second)
-						if err != nil {
-							return fmt.Errorf("dial %d to %s: %w", i, dst, err)
-						}
-						clients[i] = c.(*net.TCPConn)
-					}
-					return nil
-				})
-				if err != nil {
-					errs.add(err)
-				}
-			}()
-		}
-		wg.Wait()
-		errs.report(t)
-		if t.Failed() {
-			t.FailNow()
-		}
-		established := time.Since(start)
-		// Every client's connect() has returned, so pasta has sent each
-		// its SYN+ACK, which it does once its own connect() to the
-		// server succeeded: it holds every host socket now.
-		probe.observe()
-
-		// Every client sends its message and reads the echo.
-		for i, c := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.SetDeadline(deadline)
-				msg := scaleMessage(i)
-				if _, err := c.Write(msg); err != nil {
-					errs.add(fmt.Errorf("client %d: write: %w", i, err))
-					return
-				}
-				got := make([]byte, scaleMsg)
-				if _, err := io.ReadFull(c, got); err != nil {
-					errs.add(fmt.Errorf("client %d: read the echo: %w", i, err))
-					return
-				}
-				if !bytes.Equal(got, msg) {
-					errs.add(fmt.Errorf("client %d: the echo differs", i))
-					return
-				}
-				if i%2 == 1 {
-					// The server closed first: EOF, then close.
-					if k, err := c.Read(got[:1]); k != 0 || err != io.EOF {
-						errs.add(fmt.Errorf("client %d: %d bytes, %v after the echo, want EOF", i, k, err))
-					}
-				}
-				c.Close()
-			}()
-		}
-		wg.Wait()
-		errs.report(t)
-		code, err := srv.Wait(time.Until(deadline) + 5*time.Second)
-		out := srv.Output()
-		if err != nil || code != 0 || !strings.Contains(out, fmt.Sprintf("served %d\n", n)) {
-			t.Fatalf("echo server: status %d, %v:\n%s", code, err, out)
-		}
-		exchanged := time.Since(start)
-		t.Logf("%d connections established in %v, echoed and closed by %v", n,
-			established.Round(time.Millisecond), exchanged.Round(time.Millisecond))
-		probe.finish(t, "TCP", n, 30*time.Second)
 	})
 }
 
