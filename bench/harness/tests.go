@@ -88,6 +88,12 @@ var allTests = []testSpec{
 	{row: "tcpcrr4-in", kind: "rr", family: 4, rr: "tcp_crr", largestOnly: true},
 	{row: "udprr4-out", kind: "rr", family: 4, out: true, rr: "udp_rr", largestOnly: true},
 	{row: "udprr4-in", kind: "rr", family: 4, rr: "udp_rr", largestOnly: true},
+	{row: "tcprr6-out", kind: "rr", family: 6, out: true, rr: "tcp_rr", largestOnly: true},
+	{row: "tcprr6-in", kind: "rr", family: 6, rr: "tcp_rr", largestOnly: true},
+	{row: "tcpcrr6-out", kind: "rr", family: 6, out: true, rr: "tcp_crr", largestOnly: true},
+	{row: "tcpcrr6-in", kind: "rr", family: 6, rr: "tcp_crr", largestOnly: true},
+	{row: "udprr6-out", kind: "rr", family: 6, out: true, rr: "udp_rr", largestOnly: true},
+	{row: "udprr6-in", kind: "rr", family: 6, rr: "udp_rr", largestOnly: true},
 }
 
 // profile is what a run measures and for how long.
@@ -460,7 +466,10 @@ func (e *env) runRR(ctx context.Context, in *instance, t testSpec, prefix []stri
 			sp = in.nsPrefix()
 		}
 		bin := filepath.Join(e.neper, t.rr)
-		srv, err := e.startServer("neper "+t.rr, sp, []string{bin, "--nolog", "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl)}, ctl)
+		// The server listens in the test's family (-4/-6: neper's
+		// server binds one family only, IPv4 by default).
+		srv, err := e.startServer("neper "+t.rr, sp, []string{bin, "--nolog", "-P", strconv.Itoa(port), "-C", strconv.Itoa(ctl),
+			"-" + strconv.Itoa(t.family)}, ctl)
 		if err != nil {
 			return toolout.RR{}, err
 		}
