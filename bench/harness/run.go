@@ -543,7 +543,7 @@ func (e *env) meta(start time.Time, load0 string) report.Meta {
 	}
 	m.Method = []string{
 		fmt.Sprintf("TCP: iperf3 -t %d -Z -P %d (the C original's window sizes: -w 512K/1M/8M by MTU from the namespace, -w 4M -l 1M on loopback); receiver's throughput", e.prof.tcpSecs, e.prof.streams),
-		fmt.Sprintf("UDP: iperf3 -u -t %d, datagrams of MTU - 28 bytes (IPv4) or - 48 (IPv6), on the splice path %d bytes, -b 0 (flood) and -b 1G; receiver's throughput and loss", e.prof.udpSecs, spliceUDPLen),
+		fmt.Sprintf("UDP: iperf3 -u -t %d, datagrams of MTU - 28 bytes (IPv4) or - 48 (IPv6), on the splice path %d bytes, -b 0 (flood, with %s) and -b 1G; receiver's throughput and loss", e.prof.udpSecs, spliceUDPLen, floodWindowNote()),
 		fmt.Sprintf("RR: %v per test, 1-byte request and response, one flow; latency = 1e6 / transactions per second; measured at each configuration's largest MTU, as the C original; so are host-to-namespace IPv6 TCP and UDP throughput", e.prof.rrLen),
 		"Translator CPU: utime+stime of the translator and its child processes over the iperf3 run, per GB received; peak RSS: the sum of their VmHWM",
 		"Outer namespace: 198.18.0.2/24 and 2001:db8:9a55::2/64 on a veth pair, default routes to 198.18.0.1 and 2001:db8:9a55::1 (nothing answers); pasta's tap path: namespace to the gateway address (mapped to the host's loopback), host to its own 198.18.0.2; splice path: 127.0.0.1 and ::1 on both sides (-t/-u and -T/-U), every test's bytes on the namespace's tap counted (above 64 KiB: not spliced, the figure is an error)",

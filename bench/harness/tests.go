@@ -277,6 +277,16 @@ func udpWindow(t testSpec) []string {
 	return []string{"-w", strconv.Itoa(w)}
 }
 
+// floodWindowNote says which -w the UDP floods of this run use, for the
+// results' header.
+func floodWindowNote() string {
+	w := udpWindow(testSpec{rate: "0"})
+	if w == nil {
+		return "the default socket buffers"
+	}
+	return "-w " + w[1] + " on both ends"
+}
+
 // sample returns a sample of test row for instance in, repetition rep.
 func sample(in *instance, rep int, row string, v float64, err error) report.Sample {
 	s := report.Sample{Rep: rep, Config: in.cfg.label, Role: in.cfg.role, Mode: in.cfg.mode,
