@@ -19,6 +19,9 @@ func (e *Engine) wireProtocols(o Options) error {
 		if err != nil {
 			return fmt.Errorf("tcp: %w", err)
 		}
+		if ps, ok := e.Tap.(tcp.PayloadSource); ok {
+			h.Payload = ps
+		}
 		e.TCP = h
 		e.Demux.TCP = h
 	}

@@ -445,10 +445,20 @@ func (h *Handler) segments(i flow.Index, pkts []packet.Packet) {
 					continue
 				}
 				pl = pl[next-seq:]
-				iov := &h.iov[n]
-				iov.Base = unsafe.SliceData(pl)
-				iov.SetLen(len(pl))
-				n++
+				if h.Payload != nil {
+					if n+2 > maxIov {
+						// No room for the pieces: as a gap,
+						// the guest sends the rest again.
+						gap = true
+						break
+					}
+					n += h.Payload.PayloadIovecs(pl, h.iov[n:n+2])
+				} else {
+					iov := &h.iov[n]
+					iov.Base = unsafe.SliceData(pl)
+					iov.SetLen(len(pl))
+					n++
+				}
 				total += len(pl)
 				next = end
 				progress = true

@@ -151,7 +151,23 @@ type Handler struct {
 	Splice Splicer
 	Budget *fwd.Budget
 
+	// Payload, set by the engine when the guest back end has it
+	// (vhost-user), gives the bytes of a guest segment's payload where
+	// they are: nil, the frame itself.
+	Payload PayloadSource
+
 	Stats Stats
+}
+
+// PayloadSource is a guest back end whose frames may leave their payload
+// in the guest's memory: the frame handed to the demultiplexer holds
+// private copies of the headers, and its payload bytes are read through
+// PayloadIovecs (datapath/vhostuser's theory of operation says why).
+type PayloadSource interface {
+	// PayloadIovecs fills iov (at least 2 entries) with the pieces
+	// that hold p, a slice of a frame of the batch being handled, and
+	// returns how many it used (1 or 2).
+	PayloadIovecs(p []byte, iov []unix.Iovec) int
 }
 
 // Limits and constants of the translation (tcp.md §10).

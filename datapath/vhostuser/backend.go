@@ -86,6 +86,7 @@ type Stats struct {
 	Refused, Starved                 uint64 // front ends refused (one connected); Reserve refusals for want of RX buffers
 	MergedFrames, MaxBuffersPerFrame uint64 // RX frames over more than one chain; the most chains one took
 	DirectOut                        uint64 // RX frames written by their producer straight into guest buffers
+	Split                            uint64 // TX frames whose payload was written from guest memory (headers copied only)
 }
 
 // Backend is the vhost-user guest back end: see the theory of operation.
@@ -166,6 +167,7 @@ func (b *Backend) resetSession() {
 	b.acked, b.ackedSet, b.proto, b.status = 0, false, 0, 0
 	b.vnetLen = 12
 	b.tx.pendingN = 0
+	b.tx.dropViews()
 	b.mem.unmap()
 	for q := range b.vq {
 		b.stopRing(q, true)

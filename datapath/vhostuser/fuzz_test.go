@@ -9,6 +9,7 @@ package vhostuser
 import (
 	"encoding/binary"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -114,12 +115,25 @@ func ringSeed() []byte {
 	return seed
 }
 
+// ringSeedSplit is ringSeed with its TX frame a TCP segment long enough
+// to be split (tx.go), so that the fuzzer starts inside that path too.
+func ringSeedSplit() []byte {
+	seed := ringSeed()
+	fr := tcpFrame(false, 1500)
+	seed = append(seed, make([]byte, 16384+12+len(fr)-len(seed))...)
+	copy(seed[16384+12:], fr)
+	l := uint32(12 + len(fr))
+	seed[8], seed[9] = byte(l), byte(l>>8)
+	return seed
+}
+
 func FuzzRings(f *testing.F) {
 	seed := ringSeed()
 	f.Add(uint8(5), uint8(0xff), seed)
 	f.Add(uint8(5), uint8(0x5f), seed)
 	f.Add(uint8(5), uint8(0), seed)
 	f.Add(uint8(4), uint8(0x1f), seed)
+	f.Add(uint8(5), uint8(0x5f), ringSeedSplit())
 	f.Fuzz(func(t *testing.T, sizeLog, feat uint8, data []byte) { runRings(t, sizeLog, feat, data) })
 }
 
@@ -129,6 +143,9 @@ func TestRingSeedDirect(t *testing.T) {
 	st := runRings(t, 5, 0x5f, ringSeed())
 	if st.DirectOut == 0 || st.FramesOut <= st.DirectOut || st.FramesIn == 0 {
 		t.Fatalf("seed: %+v", st)
+	}
+	if st := runRings(t, 5, 0x5f, ringSeedSplit()); st.Split == 0 {
+		t.Fatalf("split seed: no split frame: %+v", st)
 	}
 }
 
@@ -170,6 +187,7 @@ func runRings(t *testing.T, sizeLog, feat uint8, data []byte) Stats {
 		r.started, r.enabled = true, true
 	}
 	frames := make([][]byte, 8)
+	iov := make([]unix.Iovec, 2)
 	bufs := make([][]byte, 4)
 	src := tcpFrame(feat&0x20 != 0, 3000)
 	h := tap.VnetHdr{Flags: tap.VnetNeedsCsum, GSOType: tap.GSOTCPv4, GSOSize: 536, CsumStart: 34, CsumOffset: 16}
@@ -183,6 +201,24 @@ func runRings(t *testing.T, sizeLog, feat uint8, data []byte) Stats {
 				t.Fatalf("frame of %d bytes handed out", len(fr))
 			}
 			_ = fr[0] + fr[len(fr)-1]
+			// A split frame's payload comes from the guest's
+			// buffer: every slice of the frame gives pieces of
+			// its length, all readable.
+			for _, off := range [...]int{0, 40, 54, 74, len(fr) - 1} {
+				if off >= len(fr) {
+					continue
+				}
+				np := b.PayloadIovecs(fr[off:], iov)
+				total := 0
+				for i := 0; i < np; i++ {
+					p := unsafe.Slice(iov[i].Base, iov[i].Len)
+					_ = p[0] + p[len(p)-1]
+					total += len(p)
+				}
+				if np < 1 || np > 2 || total != len(fr)-off {
+					t.Fatalf("PayloadIovecs of %d bytes: %d pieces, %d bytes", len(fr)-off, np, total)
+				}
+			}
 		}
 		k := b.Reserve(bufs)
 		for i := 0; i < k; i++ {

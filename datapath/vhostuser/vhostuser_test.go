@@ -539,10 +539,14 @@ func TestNoAllocs(t *testing.T) {
 	src := tcpFrame(false, 1460*10)
 	h := tap.VnetHdr{Flags: tap.VnetNeedsCsum, GSOType: tap.GSOTCPv4, GSOSize: 1460, HdrLen: 54, CsumStart: 34, CsumOffset: 16}
 	bufs := make([][]byte, 4)
+	seg := tcpFrame(false, 8000) // split: payload from the guest's buffer
+	iov := make([]unix.Iovec, 2)
 	allocs := testing.AllocsPerRun(200, func() {
 		fe.sendTX(0, f, 0)
+		fe.sendTX(20, seg, 0)
 		b.Ready(idxKick+txQ, unix.EPOLLIN)
 		b.Read(frames)
+		b.PayloadIovecs(frames[1][54:], iov)
 		fe.postRX(5, feBufSize) // what a round takes: 1 + 4 buffers
 		b.Reserve(bufs)
 		copy(bufs[0], f)
@@ -559,8 +563,8 @@ func TestNoAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per round", allocs)
 	}
-	if b.Stats.FramesOut != 402 || b.Stats.DroppedOut != 0 {
-		t.Fatalf("frames out %d, dropped %d", b.Stats.FramesOut, b.Stats.DroppedOut)
+	if b.Stats.FramesOut != 402 || b.Stats.DroppedOut != 0 || b.Stats.Split != 201 {
+		t.Fatalf("frames out %d, dropped %d, split %d", b.Stats.FramesOut, b.Stats.DroppedOut, b.Stats.Split)
 	}
 }
 
