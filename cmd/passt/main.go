@@ -32,9 +32,10 @@ import (
 var version = "unknown"
 
 func init() {
-	// Keep the main goroutine on the main thread for good: goroutines that
-	// enter other namespaces lock their own threads and let them die, and
-	// must never be scheduled onto the thread that runs the event loop.
+	// Keep the main goroutine on the main thread through set-up (start-up
+	// roles, namespaces, the sandbox, children whose parent-death signal
+	// follows the thread that started them); run unlocks it just before the
+	// event loop, which runs faster unlocked (run.go says why).
 	runtime.LockOSThread()
 }
 
